@@ -1,0 +1,66 @@
+"""In-process ASE calculator for potential checkpoints (no server needed)."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import (
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+)
+
+from hegnn import keys
+from hegnn.checkpoint import load
+from hegnn.inputs import make_graph_data
+
+
+class HEGNNCalculator(Calculator):
+    """Energy (eV) and forces (eV/Å) from a potential checkpoint, in this process.
+
+    ``HEGNNCalculator("checkpoints/md17-aspirin-ff-hegnn")``; ``device`` defaults to
+    CUDA when available. Uses the cell and pbc of the Atoms.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.card = load(checkpoint, device=self.device, dtype=dtype)
+        if self.card.task != keys.TASK_POTENTIAL:
+            raise ValueError(
+                f"{checkpoint}: task {self.card.task!r}; HEGNNCalculator needs a "
+                "potential model"
+            )
+        self.dtype = next(self.model.parameters()).dtype
+
+    def calculate(
+        self, atoms=None, properties=None, system_changes=all_changes
+    ) -> None:
+        properties = properties or ["energy"]
+        unknown = set(properties) - set(self.implemented_properties)
+        if unknown:
+            raise PropertyNotImplementedError(f"HEGNNCalculator: {sorted(unknown)}")
+        super().calculate(atoms, properties, system_changes)
+        data = make_graph_data(
+            self.card.model,
+            self.atoms.get_positions(),
+            numbers=self.atoms.get_atomic_numbers(),
+            cell=self.atoms.get_cell().array if self.atoms.pbc.any() else None,
+            pbc=self.atoms.pbc if self.atoms.pbc.any() else None,
+            dtype=self.dtype,
+        ).to(self.device)
+        out = self.model(data)
+        energy = float(out[keys.ENERGY].detach().sum())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out[keys.FORCES].detach().cpu().numpy().astype(np.float64),
+        }

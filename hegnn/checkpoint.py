@@ -1,0 +1,152 @@
+"""Checkpoints: ``model.safetensors`` + ``card.json``. Loading never unpickles.
+
+The card holds everything needed to rebuild the network (``model``: a ModelConfig)
+plus what a user needs to trust it (data, metrics, command, versions). The weights'
+sha256 is in the card; a mismatch or an unknown format version is refused.
+"""
+
+import hashlib
+import json
+import logging
+import platform
+from pathlib import Path
+from typing import Any
+
+import e3nn
+import safetensors.torch
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from hegnn.build import build_model
+from hegnn.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted or read; the message says why."""
+
+
+class ModelCard(BaseModel):
+    """card.json: required fields rebuild and verify the model; extras document it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int
+    name: str
+    task: str
+    model: ModelConfig
+    weights_sha256: str
+    dtype: str
+    units: dict[str, str]
+    versions: dict[str, str]
+    delta_t: float | None = Field(
+        None, description="dynamics: Δt in velocity time units"
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that produced a checkpoint."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        code = version("hegnn-serve")
+    except PackageNotFoundError:  # pragma: no cover - source tree without install
+        code = "unknown"
+    return {
+        "hegnn-serve": code,
+        "torch": torch.__version__,
+        "e3nn": e3nn.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save(model: nn.Module, directory: str | Path, card: dict[str, Any]) -> ModelCard:
+    """Write weights and card; ``card`` adds documentation (data, metrics, command)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = directory / WEIGHTS_FILE
+    safetensors.torch.save_file(state, weights, metadata={"format": "hegnn"})
+    config: ModelConfig = model.config
+    dtype = next(model.parameters()).dtype
+    full = {
+        **card,
+        "format_version": FORMAT_VERSION,
+        "name": directory.name,
+        "task": config.task,
+        "model": config.model_dump(mode="json"),
+        "weights_sha256": sha256_file(weights),
+        "dtype": str(dtype).removeprefix("torch."),
+        "versions": {**card.get("versions", {}), **library_versions()},
+    }
+    if hasattr(model, "delta_t"):
+        full["delta_t"] = float(model.delta_t)
+    full.setdefault("units", {})
+    validated = ModelCard.model_validate(full)
+    (directory / CARD_FILE).write_text(json.dumps(full, indent=2) + "\n")
+    return validated
+
+
+def read_card(directory: str | Path) -> ModelCard:
+    """Parse and validate card.json; CheckpointError says what is wrong."""
+    path = Path(directory) / CARD_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: no card.json in the checkpoint folder") from err
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version {version!r} is not supported "
+            f"(this code reads {FORMAT_VERSION})"
+        )
+    try:
+        return ModelCard.model_validate(raw)
+    except ValidationError as err:
+        raise CheckpointError(f"{path}: invalid card: {err}") from err
+
+
+def load(
+    directory: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the model from card.json and load verified safetensors weights."""
+    directory = Path(directory)
+    card = read_card(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file missing")
+    actual = sha256_file(weights)
+    if actual != card.weights_sha256:
+        raise CheckpointError(
+            f"{weights}: sha256 {actual} does not match the card "
+            f"({card.weights_sha256}); the file was changed or corrupted"
+        )
+    model = build_model(card.model)
+    state = safetensors.torch.load_file(weights, device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{weights}: weights do not fit the card: {err}") from err
+    model = model.to(device=device, dtype=dtype or getattr(torch, card.dtype))
+    logger.info("loaded %s (%s) on %s", card.name, card.task, device)
+    return model.eval(), card

@@ -1,0 +1,67 @@
+"""Graphs over atoms: fully connected, bond + 2-hop, and radius (vesin, with PBC).
+
+Every builder returns directed edges j -> i (``edge_index[0]`` = j, ``[1]`` = i), both
+directions present, no self loops. Knows nothing of models.
+"""
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch import LongTensor, Tensor
+from vesin import NeighborList
+
+
+def full_graph(n_nodes: int) -> LongTensor:
+    """All ordered pairs j != i. Returns ``[2, n_nodes * (n_nodes - 1)]``."""
+    j, i = torch.meshgrid(torch.arange(n_nodes), torch.arange(n_nodes), indexing="ij")
+    keep = j != i
+    return torch.stack([j[keep], i[keep]])
+
+
+def bond_2hop_graph(
+    positions: ArrayLike, cutoff: float = 1.6
+) -> tuple[LongTensor, LongTensor]:
+    """Bonds (pairs closer than ``cutoff`` Å) plus pairs two bonds apart.
+
+    The MD17 trajectory protocol (GMN, reused by HEGNN) builds this once from frame 0.
+    Returns ``edge_index [2, n_edges]`` and ``hop [n_edges]`` (1 = bond, 2 = two-hop).
+    """
+    x = np.asarray(positions, dtype=np.float64)
+    n = len(x)
+    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    bond = (d < cutoff) & ~np.eye(n, dtype=bool)
+    two_hop = (
+        ((bond.astype(int) @ bond.astype(int)) > 0) & ~bond & ~np.eye(n, dtype=bool)
+    )
+    hop = np.where(bond, 1, np.where(two_hop, 2, 0))
+    j, i = np.nonzero(hop)
+    edge_index = torch.as_tensor(np.stack([j, i]), dtype=torch.long)
+    return edge_index, torch.as_tensor(hop[j, i], dtype=torch.long)
+
+
+def radius_graph(
+    positions: ArrayLike,
+    cutoff: float,
+    cell: ArrayLike | None = None,
+    pbc: ArrayLike | bool | None = None,
+) -> tuple[LongTensor, Tensor]:
+    """Pairs closer than ``cutoff`` Å, with periodic images when ``pbc`` is set.
+
+    Returns ``edge_index [2, n_edges]`` and ``shifts [n_edges, 3]`` (Å, float64) such
+    that ``x_ij = x_i - x_j + shift`` is the vector from the image of j to i.
+    """
+    x = np.ascontiguousarray(positions, dtype=np.float64)
+    periodic = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(pbc, 3)
+    box = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+    if periodic.any() and abs(np.linalg.det(box)) < 1e-12:
+        raise ValueError("cell: periodic boundaries need a cell with non-zero volume")
+    if not periodic.any():
+        box = np.zeros((3, 3))
+    nl = NeighborList(cutoff=float(cutoff), full_list=True)
+    i, j, S = nl.compute(
+        points=x, box=box, periodic=[bool(p) for p in periodic], quantities="ijS"
+    )
+    # vesin: D = x_j - x_i + S @ box, hence x_i - x_j + shift with shift = -S @ box.
+    shifts = -(S.astype(np.float64) @ box)
+    edge_index = torch.as_tensor(np.stack([j, i]).astype(np.int64))
+    return edge_index, torch.as_tensor(shifts)

@@ -1,0 +1,110 @@
+"""One HEGNN layer: messages from inner products, then v, x and h updates."""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from hegnn.nn.mlp import MLP
+from hegnn.nn.spherical import InnerProducts, degree_index
+
+# aggregate(src [n_edges, ...], target index i [n_edges], n_nodes) -> [n_nodes, ...]
+Aggregate = Callable[[Tensor, Tensor, int], Tensor]
+
+
+class HEGNNLayer(nn.Module):
+    r"""One HEGNN layer (Cen et al., NeurIPS 2024, Eqs. 4-8 of paper/HEGNN.md §2).
+
+    .. math::
+        z_{ij}^{(l)} = \langle v_i^{(l)}, v_j^{(l)} \rangle \quad (E4)
+
+        m_{ij} = \phi_m([h_i, h_j, e_{ij}, r_{ij}, \zeta(z_{ij}^{(0..L)})]) \quad (E5)
+
+        v_i^{(l)} \mathrel{+}= \mathrm{agg}_j\, u_{ij}\, g_{ij,l}\,
+            (v_i^{(l)} - v_j^{(l)}),\quad g_{ij} = \phi_v(m_{ij}) \quad (E6)
+
+        x_i \mathrel{+}= \mathrm{agg}_j\, x_{ij}\, \phi_x(m_{ij})
+            + \phi_{vel}(h_i)\, vel_i \quad (E7)
+
+        h_i = \phi_h([h_i, \mathrm{agg}_j\, u_{ij} m_{ij}]) \quad (E8)
+
+    r_ij are the radial edge features (d_ij^2, or a Bessel basis times the envelope),
+    e_ij the static edge attributes, ζ the inner-product map, u_ij the cutoff envelope
+    (1 without cutoff), agg the mean or the sum over neighbours divided by their
+    average count. All inputs are read from the layer-input state. ``lmax=None``
+    drops z and (E6): the EGNN layer. Without ``update_positions`` (E7) is skipped.
+
+    Shapes: ``h: [n, H]``, ``x: [n, 3]``, ``v: [n, (L+1)^2]``, ``x_ij: [n_edges, 3]``,
+    ``edge_index: [2, n_edges]`` (rows j, i), ``edge_features: [n_edges, d_e + d_r]``,
+    ``edge_weight: [n_edges]``, ``vel: [n, 3]``.
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int,
+        edge_dim: int,
+        lmax: int | None,
+        activation: str = "silu",
+        update_positions: bool = True,
+        use_velocity: bool = False,
+        bounded_inner_products: bool = True,
+        coord_gain: float = 1.0,
+        coord_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        H = hidden_dim
+        self.lmax = lmax
+        self.coord_clamp = coord_clamp
+        n_z = 0 if lmax is None else lmax + 1
+        self.phi_m = MLP(
+            2 * H + edge_dim + n_z, H, H, activation, final_activation=True
+        )
+        self.phi_h = MLP(2 * H, H, H, activation)
+        if lmax is not None:
+            self.inner_products = InnerProducts(lmax, bounded=bounded_inner_products)
+            self.phi_v = MLP(H, H, lmax + 1, activation)
+            self.register_buffer("degree", degree_index(lmax), persistent=False)
+        self.phi_x = (
+            MLP(H, H, 1, activation, out_gain=coord_gain, out_bias=coord_gain == 1.0)
+            if update_positions
+            else None
+        )
+        self.phi_vel = MLP(H, H, 1, activation) if use_velocity else None
+
+    def forward(
+        self,
+        h: Tensor,
+        x: Tensor,
+        v: Tensor | None,
+        x_ij: Tensor,
+        edge_index: Tensor,
+        edge_features: Tensor,
+        aggregate: Aggregate,
+        edge_weight: Tensor | None = None,
+        vel: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        j, i = edge_index
+        n = h.shape[0]
+        inputs = [h[i], h[j], edge_features]
+        if v is not None:
+            inputs.append(self.inner_products(v[i], v[j]))  # [n_edges, L+1]   E4
+        m_ij = self.phi_m(torch.cat(inputs, dim=-1))  # [n_edges, H]   E5
+        u = 1.0 if edge_weight is None else edge_weight.unsqueeze(-1)
+
+        v_new = v
+        if v is not None:
+            g_ij = self.phi_v(m_ij)[:, self.degree]  # [n_edges, (L+1)^2]
+            v_new = v + aggregate(u * g_ij * (v[i] - v[j]), i, n)  # E6
+
+        x_new = x
+        if self.phi_x is not None:
+            dx_ij = x_ij * self.phi_x(m_ij)  # [n_edges, 3]
+            if self.coord_clamp is not None:  # clamp the length: stays equivariant
+                length = dx_ij.norm(dim=-1, keepdim=True)
+                dx_ij = dx_ij * (self.coord_clamp / length.clamp(min=self.coord_clamp))
+            x_new = x + aggregate(u * dx_ij, i, n)  # E7
+            if self.phi_vel is not None and vel is not None:
+                x_new = x_new + self.phi_vel(h) * vel
+
+        h_new = self.phi_h(torch.cat([h, aggregate(u * m_ij, i, n)], dim=-1))  # E8
+        return h_new, x_new, v_new

@@ -1,0 +1,54 @@
+r"""Steerable vectors: Y^(l) of edge directions and per-degree inner products z^(l).
+
+A node's steerable state is one vector per degree l = 0..L stacked in e3nn order,
+``v: [n, (L+1)^2]`` with block l at offset l^2 (irreps 1x0e + 1x1o + 1x2e + ...).
+"""
+
+import torch
+from e3nn import o3
+from torch import Tensor, nn
+
+
+def degree_index(lmax: int) -> Tensor:
+    """Degree l of each component of the stacked vector: ``[(lmax+1)^2]``."""
+    return torch.repeat_interleave(
+        torch.arange(lmax + 1), torch.arange(lmax + 1) * 2 + 1
+    )
+
+
+class SphericalHarmonics(nn.Module):
+    r"""Y^(l)(\hat x) for l = 0..L, each block of unit norm (Y^(0) = 1).
+
+    e3nn with ``normalization="norm"``. Never detached: forces need the angular path.
+    Shapes: ``unit_vectors: [n_edges, 3]`` -> ``[n_edges, (L+1)^2]``.
+    """
+
+    def __init__(self, lmax: int) -> None:
+        super().__init__()
+        self.irreps = o3.Irreps.spherical_harmonics(lmax)
+
+    def forward(self, unit_vectors: Tensor) -> Tensor:
+        return o3.spherical_harmonics(
+            self.irreps, unit_vectors, normalize=False, normalization="norm"
+        )
+
+
+class InnerProducts(nn.Module):
+    r"""z^{(l)}_{ij} = \langle v_i^{(l)}, v_j^{(l)} \rangle for l = 0..L  (HEGNN Eq. 4).
+
+    Invariant under O(3) because each block transforms by the orthogonal Wigner matrix
+    D^(l). ``bounded=True`` maps z -> z / sqrt(1 + z^2): smooth, bounded in (-1, 1) and
+    monotone, so messages cannot blow up as the quadratic z grows (the official code's
+    NaN problem), and no ``detach`` is needed, keeping forces conservative.
+    Shapes: ``v_i, v_j: [n_edges, (L+1)^2]`` -> ``[n_edges, L+1]``.
+    """
+
+    def __init__(self, lmax: int, bounded: bool = True) -> None:
+        super().__init__()
+        self.bounded = bounded
+        block = torch.nn.functional.one_hot(degree_index(lmax), lmax + 1)
+        self.register_buffer("block", block.to(torch.get_default_dtype()))
+
+    def forward(self, v_i: Tensor, v_j: Tensor) -> Tensor:
+        z = (v_i * v_j) @ self.block.to(v_i.dtype)
+        return z * torch.rsqrt(1.0 + z * z) if self.bounded else z
