@@ -1,0 +1,175 @@
+"""Charged N-body simulator (HEGNN.md §7) and the nbody task dataset."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hegnn import keys
+from training.data.cli import data_app
+from training.data.nbody import (
+    coulomb_forces,
+    generate_nbody,
+    initial_conditions,
+    nbody_protocol,
+    simulate,
+    total_energy,
+)
+from training.data.tasks import nbody_dataset, rotation_xyz
+
+
+def synced_energy(x: np.ndarray, v: np.ndarray, q: np.ndarray, dt: float) -> np.ndarray:
+    """Energy with v moved half a kick forward, to the time of x (leapfrog pairing)."""
+    return total_energy(x, v + 0.5 * dt * coulomb_forces(x, q), q)
+
+
+def test_forces_two_bodies_and_clip() -> None:
+    x = np.array([[[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]]])
+    q = np.array([[1.0, -1.0]])
+    f = coulomb_forces(x, q)
+    np.testing.assert_allclose(f[0, 0], [4.0, 0.0, 0.0])  # opposite charges attract
+    np.testing.assert_allclose(f.sum(axis=1), 0.0, atol=1e-12)
+    close = x * 0.1  # |F| = 400 -> clipped to 100
+    np.testing.assert_allclose(coulomb_forces(close, q, 100.0)[0, 0], [100.0, 0, 0])
+
+
+def test_integrator_conserves_energy_without_clip() -> None:
+    p = nbody_protocol("hegnn", 5, sizes=(16, 0, 0), clip=False)
+    x0, v0, q, _ = initial_conditions(p, seed=0)
+    drift = {}
+    for dt in (1e-3, 1e-4):
+        steps = (1, int(round(0.5 / dt)))
+        x, v = simulate(x0, v0, q, dt, steps, max_force=None)
+        e0, e1 = (synced_energy(x[:, k], v[:, k], q, dt) for k in range(2))
+        drift[dt] = np.abs(e1 - e0) / np.abs(e0)
+    assert drift[1e-4].max() < 1e-4
+    # second order: ten times smaller dt, about a hundred times smaller drift
+    assert np.median(drift[1e-4]) < np.median(drift[1e-3]) / 30
+
+
+def egnn_reference(rs: np.random.RandomState) -> tuple[np.ndarray, ...]:
+    """EGNN's sample_trajectory(T=5000, sample_freq=100) transcribed, one body set."""
+    n = 5
+    charges = rs.choice(np.array([-1.0, 0.0, 1.0]), size=(n, 1), p=[0.5, 0, 0.5])
+    x, v = rs.randn(3, n), rs.randn(3, n)
+    v = v * 0.5 / np.sqrt((v**2).sum(axis=0)).reshape(1, -1)
+
+    def force(x: np.ndarray) -> np.ndarray:
+        d = x.T[:, None, :] - x.T[None, :, :]
+        with np.errstate(divide="ignore"):
+            size = charges @ charges.T / ((d**2).sum(-1)) ** 1.5
+        np.fill_diagonal(size, 0)
+        return np.clip((size[:, :, None] * d).sum(1).T, -100, 100)
+
+    saved = []
+    v = v + 0.001 * force(x)
+    for i in range(1, 5000):
+        x = x + 0.001 * v
+        if i % 100 == 0:
+            saved.append((x.T.copy(), v.T.copy()))
+        v = v + 0.001 * force(x)
+    rs.randn(49, 3, n), rs.randn(49, 3, n)  # noise draws of variance 0
+    return np.stack([s[0] for s in saved]), np.stack([s[1] for s in saved]), charges
+
+
+def test_egnn_protocol_matches_reference_generator() -> None:
+    p = nbody_protocol("egnn", sizes=(2, 0, 0))
+    x0, v0, q, pool_index = initial_conditions(p, seed=43)
+    assert pool_index.tolist() == [0, 1]
+    x, v = simulate(x0, v0, q, p.dt, p.save_steps, p.max_force)
+    rs = np.random.RandomState(43)
+    for s in range(2):
+        x_ref, v_ref, q_ref = egnn_reference(rs)
+        np.testing.assert_array_equal(q[s], q_ref[:, 0])
+        np.testing.assert_allclose(x[s], x_ref, atol=1e-9)
+        np.testing.assert_allclose(v[s], v_ref, atol=1e-9)
+
+
+@pytest.mark.parametrize("protocol", ["egnn", "hegnn"])
+def test_generate_is_deterministic_per_seed(tmp_path, protocol: str) -> None:
+    p = nbody_protocol(protocol, 4, sizes=(3, 2, 2))
+    metas = [
+        generate_nbody(tmp_path / f"{k}.npz", p, seed)
+        for k, seed in enumerate((1, 1, 2))
+    ]
+    a, b, c = (np.load(tmp_path / f"{k}.npz") for k in range(3))
+    for name in ("positions", "velocities", "charges", "train_idx", "test_idx"):
+        np.testing.assert_array_equal(a[name], b[name])
+    assert metas[0]["sha256"] == metas[1]["sha256"] != metas[2]["sha256"]
+    assert not np.array_equal(a["positions"], c["positions"])
+    n_frames = 49 if protocol == "egnn" else 50
+    assert a["positions"].shape == (7, n_frames, 4, 3)
+    assert a["charges"].shape == (7, 4) and set(np.unique(a["charges"])) <= {-1, 1}
+    meta = json.loads(str(a["metadata"]))
+    assert meta["units"] == "simulation units" and meta["seed"] == 1
+    assert meta["protocol"] == protocol and meta["wall_time_s"] > 0
+    first = 100 if protocol == "egnn" else 1
+    assert meta["save_steps"][:2] == [first, first + 100]
+    assert meta["frame_times"][0] == pytest.approx(first * 0.001)
+
+
+def test_protocol_rejects_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="protocol"):
+        nbody_protocol("gmn")
+    with pytest.raises(ValueError, match="n_bodies"):
+        nbody_protocol("egnn", 1)
+
+
+@pytest.fixture(scope="module")
+def nbody_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nbody") / "egnn.npz"
+    generate_nbody(path, nbody_protocol("egnn", 5, sizes=(4, 3, 3)), seed=43)
+    return path
+
+
+def test_nbody_dataset_fields(nbody_file) -> None:
+    graphs = nbody_dataset(nbody_file, "val")
+    raw = np.load(nbody_file)
+    assert len(graphs) == 3
+    g = graphs[1]
+    s = raw["val_idx"][1]
+    assert g.num_nodes == 5 and g[keys.EDGE_INDEX].shape == (2, 20)
+    j, i = g[keys.EDGE_INDEX]
+    assert bool((j != i).all())
+    np.testing.assert_allclose(g[keys.POSITIONS].numpy(), raw["positions"][s, 30], 1e-6)
+    np.testing.assert_allclose(
+        g[keys.VELOCITIES].numpy(), raw["velocities"][s, 30], 1e-6
+    )
+    np.testing.assert_allclose(
+        g[keys.TARGET_POSITIONS].numpy(), raw["positions"][s, 40], 1e-6
+    )
+    np.testing.assert_array_equal(g[keys.CHARGES].numpy(), raw["charges"][s])
+    with pytest.raises(ValueError, match="frame_out"):
+        nbody_dataset(nbody_file, "val", frame_out=49)
+    with pytest.raises(ValueError, match="split"):
+        nbody_dataset(nbody_file, "valid")
+
+
+def test_nbody_dataset_rotation_is_seeded_per_sample(nbody_file) -> None:
+    plain = nbody_dataset(nbody_file, "test", dtype=torch.float64)
+    rotated = nbody_dataset(
+        nbody_file, "test", rotate=True, seed=7, dtype=torch.float64
+    )
+    again = nbody_dataset(nbody_file, "test", rotate=True, seed=7, dtype=torch.float64)
+    s = int(np.load(nbody_file)["test_idx"][0])
+    r = rotation_xyz(*np.random.default_rng([7, s]).integers(0, 360, size=3))
+    for key in (keys.POSITIONS, keys.VELOCITIES, keys.TARGET_POSITIONS):
+        expected = plain[0][key].numpy() @ r.T
+        np.testing.assert_allclose(rotated[0][key].numpy(), expected, atol=1e-12)
+        assert torch.equal(rotated[0][key], again[0][key])
+    assert not torch.allclose(rotated[0][keys.POSITIONS], rotated[1][keys.POSITIONS])
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+
+
+def test_cli_nbody(tmp_path) -> None:
+    out = tmp_path / "n.npz"
+    args = ["nbody", "--protocol", "hegnn", "--bodies", "3", "--seed", "5"]
+    sizes = ["--train", "2", "--val", "1", "--test", "1"]
+    result = CliRunner().invoke(data_app, [*args, *sizes, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads(str(np.load(out)["metadata"]))
+    assert meta["seed"] == 5 and meta["sizes"] == {"train": 2, "val": 1, "test": 1}
+    result = CliRunner().invoke(data_app, [*args, "--train", "2", "--out", str(out)])
+    assert result.exit_code == 2 and "--val" in result.output

@@ -1,0 +1,99 @@
+"""`hegnn train` and `hegnn eval`."""
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hegnn import load
+from hegnn.checkpoint import CARD_FILE
+from training.config import TrainConfig, apply_overrides, load_config
+from training.evaluate import evaluate
+from training.prepare import prepare
+from training.train import run_training
+
+logger = logging.getLogger(__name__)
+
+
+def train(
+    config: Annotated[Path, typer.Option(help="YAML config (configs/*.yaml)")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override, e.g. optim.lr=1e-3 (repeatable)"),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    resume: Annotated[bool, typer.Option(help="resume a saved run")] = True,
+) -> None:
+    """Train a model; the checkpoint goes to checkpoint_dir/name."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    overrides = list(set_ or [])
+    if device:
+        overrides.append(f"device={device}")
+    try:
+        cfg = load_config(config, overrides)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from err
+    command = shlex.join(["hegnn", *sys.argv[1:]])
+    card = run_training(cfg, command, resume=resume)
+    if card:
+        typer.echo(
+            json.dumps(
+                {
+                    "checkpoint": str(cfg.checkpoint_dir / cfg.name),
+                    "metrics": card["metrics"],
+                },
+                indent=2,
+            )
+        )
+
+
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder")],
+    data: Annotated[
+        Path | None, typer.Option(help="dataset file (default: card's)")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="train | val | test | test_rotated")
+    ] = "test",
+    limit: Annotated[int | None, typer.Option(help="score only the first N")] = None,
+    write_card: Annotated[
+        bool, typer.Option(help="store the metrics in card.json")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="write metrics JSON here")] = None,
+) -> None:
+    """Metrics of a checkpoint on a split of its protocol, as JSON."""
+    metrics = evaluate_checkpoint(checkpoint, data, split, limit)
+    text = json.dumps(metrics, indent=2)
+    typer.echo(text)
+    if out:
+        out.write_text(text + "\n")
+    if write_card:
+        path = checkpoint / CARD_FILE
+        card = json.loads(path.read_text())
+        card.setdefault("metrics", {})[f"eval_{split}"] = metrics
+        path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data: Path | None = None,
+    split: str = "test",
+    limit: int | None = None,
+) -> dict:
+    """Rebuild the card's data protocol (optionally on another file) and score."""
+    model, card = load(checkpoint)
+    raw = dict(card.model_extra["training"]["config"])
+    overrides = [f"data.path={data}"] if data else []
+    cfg = TrainConfig.model_validate(apply_overrides(raw, overrides))
+    graphs = prepare(cfg).splits[split]
+    graphs = graphs[:limit] if limit else graphs  # built in the card's dtype
+    return {
+        "checkpoint": str(checkpoint),
+        "split": split,
+        "n": len(graphs),
+        **evaluate(model, graphs),
+    }

@@ -1,0 +1,251 @@
+"""Task datasets as lists of PyG ``Data`` graphs, fields named as in ``hegnn.keys``.
+
+- ``nbody``: fully connected charges, (x, v) at one frame -> x at a later frame.
+- ``md17-traj``: GMN's trajectory protocol (HEGNN.md §8): heavy atoms, v = R[t+1] - R[t]
+  (Å per frame), target x at t + Δ, one bond + 2-hop graph from trajectory frame 0.
+- ``md17-force``: energies (eV) and forces (eV/Å) on radius graphs.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from hegnn import keys
+from hegnn.graph import bond_2hop_graph, full_graph, radius_graph
+from training.data.md17 import MD17Frames
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+GMN_FRACTIONS = (0.1, 0.05, 0.05)  # of the candidate frames, drawn in this order
+
+
+def rotation_xyz(a_deg: float, b_deg: float, c_deg: float) -> np.ndarray:
+    """Rx(a) Ry(b) Rz(c) for angles in degrees, ``[3, 3]``."""
+    a, b, c = np.radians([a_deg, b_deg, c_deg])
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+def nbody_dataset(
+    npz_path: str | Path,
+    split: str,
+    frame_in: int = 30,
+    frame_out: int = 40,
+    rotate: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> list[Data]:
+    """One graph per simulation of ``split`` in a file of ``hegnn data nbody``.
+
+    Fields: positions and velocities at ``frame_in``, charges, target_positions at
+    ``frame_out`` (simulation units), a fully connected edge_index shared by all
+    graphs. With ``rotate``, simulation s is rotated by Rx(a)Ry(b)Rz(c) with whole
+    degrees a, b, c drawn from ``default_rng([seed, s])`` (the rotated-test protocol).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    dtype = dtype or torch.get_default_dtype()
+    with np.load(npz_path, allow_pickle=False) as npz:
+        index = npz[f"{split}_idx"]
+        n_frames = npz["positions"].shape[1]
+        for name, frame in (("frame_in", frame_in), ("frame_out", frame_out)):
+            if not 0 <= frame < n_frames:
+                raise ValueError(f"{name}: frame {frame} not in 0..{n_frames - 1}")
+        x = npz["positions"][index][:, [frame_in, frame_out]]  # [S, 2, N, 3]
+        v = npz["velocities"][index, frame_in]  # [S, N, 3]
+        q = npz["charges"][index]
+    edge_index = full_graph(x.shape[2])
+    graphs = []
+    for k, s in enumerate(index):
+        x_in, x_out, v_in = x[k, 0], x[k, 1], v[k]
+        if rotate:
+            angles = np.random.default_rng([seed, int(s)]).integers(0, 360, size=3)
+            r = rotation_xyz(*angles)
+            x_in, x_out, v_in = x_in @ r.T, x_out @ r.T, v_in @ r.T
+        fields = {
+            keys.POSITIONS: x_in,
+            keys.VELOCITIES: v_in,
+            keys.CHARGES: q[k],
+            keys.TARGET_POSITIONS: x_out,
+            keys.EDGE_INDEX: edge_index,
+        }
+        graphs.append(_graph(fields, dtype))
+    return graphs
+
+
+def gmn_split(
+    n_candidates: int, split_seed: int = 100
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GMN's draw of candidate offsets: 10 % train, then 5 %, then 5 % of the rest.
+
+    Sizes are ``int(fraction * n_candidates)``; val and test are drawn without
+    replacement from what is left, with legacy ``np.random.seed(split_seed)`` calls
+    exactly as GMN's ``MD17Dataset`` (which reproduces its shipped split files).
+    """
+    rs = np.random.RandomState(split_seed)
+    free = np.ones(n_candidates, dtype=bool)
+    drawn = []
+    for k, fraction in enumerate(GMN_FRACTIONS):
+        pool = np.arange(n_candidates) if k == 0 else np.flatnonzero(free)
+        idx = rs.choice(pool, size=int(fraction * n_candidates), replace=False)
+        free[idx] = False
+        drawn.append(idx)
+    return drawn[0], drawn[1], drawn[2]
+
+
+def gmn_frames_needed(sizes: tuple[int, int, int], margin: int = 10000) -> int:
+    """Fewest trajectory frames for which GMN's split yields ``sizes`` samples."""
+    need = max(
+        int(np.ceil(s / f - 1e-9)) for s, f in zip(sizes, GMN_FRACTIONS, strict=True)
+    )
+    while any(int(f * need) < s for s, f in zip(sizes, GMN_FRACTIONS, strict=True)):
+        need += 1
+    return need + 2 * margin + 1  # candidates are x = R[:-1] minus both margins
+
+
+def md17_trajectory_dataset(
+    frames: MD17Frames,
+    delta: int = 3000,
+    split_seed: int = 100,
+    sizes: tuple[int, int, int] = (500, 2000, 2000),
+    margin: int = 10000,
+    bond_cutoff: float = 1.6,
+    dtype: torch.dtype | None = None,
+) -> dict[str, list[Data]]:
+    """GMN's MD17 trajectory task: split name -> graphs (heavy atoms only).
+
+    Candidates are t in [margin, n_frames - 1 - margin); :func:`gmn_split` draws the
+    samples and the first ``sizes`` of each split are kept. Fields: positions R[t] (Å),
+    velocities R[t+1] - R[t] (Å per frame), numbers, target_positions R[t + delta],
+    edge_index and edge_hop of ``bond_2hop_graph`` on frame 0 (the same for all).
+    Needs consecutive MD frames.
+    """
+    dtype = dtype or torch.get_default_dtype()
+    heavy = frames.numbers > 1
+    r = frames.positions[:, heavy]  # [n_frames, n_heavy, 3]
+    x, v = r[:-1], r[1:] - r[:-1]
+    n_candidates = len(x) - 2 * margin
+    if n_candidates <= 0:
+        raise ValueError(
+            f"frames: {len(frames)} frames leave no candidates with margin {margin}"
+        )
+    drawn = gmn_split(n_candidates, split_seed)
+    numbers = torch.as_tensor(frames.numbers[heavy], dtype=torch.long)
+    edge_index, hop = bond_2hop_graph(r[0], bond_cutoff)
+    out: dict[str, list[Data]] = {}
+    for name, idx, size in zip(SPLITS, drawn, sizes, strict=True):
+        if len(idx) < size:
+            raise ValueError(
+                f"sizes: {name} needs {size} samples but {len(frames)} frames give "
+                f"{len(idx)}; GMN's split needs {gmn_frames_needed(sizes, margin)} "
+                f"frames for sizes {sizes} with margin {margin}"
+            )
+        t = idx[:size] + margin
+        if size and t.max() + delta >= len(x):
+            raise ValueError(
+                f"delta: target frame {t.max() + delta} beyond the trajectory "
+                f"({len(x)} usable frames); use a margin >= delta"
+            )
+        out[name] = [
+            _graph(
+                {
+                    keys.POSITIONS: x[s],
+                    keys.VELOCITIES: v[s],
+                    keys.TARGET_POSITIONS: x[s + delta],
+                    keys.NUMBERS: numbers,
+                    keys.EDGE_INDEX: edge_index,
+                    keys.EDGE_HOP: hop,
+                },
+                dtype,
+            )
+            for s in t
+        ]
+    logger.info(
+        "md17-traj: %s samples, Δ = %d frames, %d heavy atoms, %d edges",
+        {k: len(g) for k, g in out.items()},
+        delta,
+        int(heavy.sum()),
+        edge_index.shape[1],
+    )
+    return out
+
+
+def _graph(fields: dict[str, np.ndarray | torch.Tensor], dtype: torch.dtype) -> Data:
+    """A Data with numpy arrays cast to ``dtype`` and tensors kept as they are."""
+    data = Data(num_nodes=len(fields[keys.POSITIONS]))
+    for name, value in fields.items():
+        if isinstance(value, torch.Tensor):
+            data[name] = value
+        else:
+            data[name] = torch.as_tensor(value, dtype=dtype)
+    return data
+
+
+def md17_force_dataset(
+    frames: MD17Frames,
+    r_max: float,
+    sizes: tuple[int, int, int] = (650, 50, 100),
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> dict[str, list[Data]]:
+    """Energies and forces on radius graphs: split name -> graphs.
+
+    Frames are shuffled by ``default_rng(seed)`` and cut into ``sizes``. Fields:
+    positions (Å), numbers, energy ``[1]`` float64 (eV), forces ``[n, 3]`` (eV/Å),
+    edge_index and edge_shifts of ``radius_graph(positions, r_max)``.
+    """
+    dtype = dtype or torch.get_default_dtype()
+    if sum(sizes) > len(frames):
+        raise ValueError(f"sizes: {sizes} need {sum(sizes)} frames, have {len(frames)}")
+    order = np.random.default_rng(seed).permutation(len(frames))
+    bounds = np.cumsum((0, *sizes))
+    numbers = torch.as_tensor(frames.numbers, dtype=torch.long)
+    out: dict[str, list[Data]] = {}
+    for k, name in enumerate(SPLITS):
+        graphs = []
+        for f in order[bounds[k] : bounds[k + 1]]:
+            edge_index, shifts = radius_graph(frames.positions[f], r_max)
+            data = _graph(
+                {
+                    keys.POSITIONS: frames.positions[f],
+                    keys.FORCES: frames.forces[f],
+                    keys.EDGE_SHIFTS: shifts.numpy(),
+                    keys.NUMBERS: numbers,
+                    keys.EDGE_INDEX: edge_index,
+                },
+                dtype,
+            )
+            data[keys.ENERGY] = torch.tensor([frames.energies[f]], dtype=torch.float64)
+            graphs.append(data)
+        out[name] = graphs
+    return out
+
+
+def fit_reference_energies(
+    numbers: list[np.ndarray], energies: np.ndarray, species: list[int] | np.ndarray
+) -> np.ndarray:
+    """Per-species energies e_Z (eV) minimising sum_k (E_k - sum_atoms e_Z)^2.
+
+    ``numbers``: atomic numbers of each structure; ``energies [n_structures]`` eV.
+    With one composition only, the system is rank one and the minimum-norm solution is
+    returned (it still reproduces the mean energy). Returns ``[len(species)]``.
+    """
+    species = np.asarray(species)
+    counts = np.stack(
+        [(np.asarray(z)[:, None] == species).sum(axis=0) for z in numbers]
+    )
+    unknown = {int(z) for zs in numbers for z in zs} - set(species.tolist())
+    if unknown:
+        raise ValueError(
+            f"numbers: species {sorted(unknown)} not in {species.tolist()}"
+        )
+    solution, *_ = np.linalg.lstsq(
+        counts.astype(np.float64), np.asarray(energies, np.float64), rcond=None
+    )
+    return solution

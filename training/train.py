@@ -1,0 +1,408 @@
+"""One training run: data -> model -> optimiser loop -> checkpoint with a model card.
+
+Resumable (state saved at every validation), EMA, early stopping, wall-clock budget,
+DDP under torchrun (rank 0 logs and writes). No globals: everything comes from the
+TrainConfig.
+"""
+
+import copy
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data.distributed import DistributedSampler
+from torch_geometric.loader import DataLoader
+
+from hegnn import build_model, keys, save
+from training import distributed
+from training.config import TrainConfig
+from training.evaluate import evaluate
+from training.metrics import dynamics_loss, potential_loss, primary_metric
+from training.plots import plot_curves
+from training.prepare import Prepared, prepare
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.jsonl"
+# Fields that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = {("optim", "max_epochs"), ("optim", "max_minutes")}
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived; the run saves its state and stops."""
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    o = config.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.Adam(
+        params, lr=o.lr, weight_decay=o.weight_decay, amsgrad=o.optimizer == "amsgrad"
+    )
+
+
+def learning_rate(config: TrainConfig, epoch: int, plateau_factor: float) -> float:
+    """Base lr × warm-up ramp × (cosine decay or accumulated plateau factor)."""
+    o = config.optim
+    lr = o.lr * plateau_factor
+    if o.warmup_epochs and epoch < o.warmup_epochs:
+        lr *= (epoch + 1) / o.warmup_epochs
+    if o.scheduler == "cosine":
+        lr *= 0.5 * (1 + math.cos(math.pi * min(epoch / o.max_epochs, 1.0)))
+    return lr
+
+
+def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> set[tuple[str, ...]]:
+    changes = set()
+    for section in set(old) | set(new):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes |= {(section, k) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        elif a != b:
+            changes.add((section,))
+    return changes
+
+
+class Trainer:
+    """Owns the model, optimiser, EMA and loop state of one run."""
+
+    def __init__(self, config: TrainConfig, command: str = "") -> None:
+        self.config = config
+        self.command = command
+        self.ctx = distributed.setup(config.device)
+        self.dtype = getattr(torch, config.dtype)
+        self.run_dir = config.run_dir / config.name
+        torch.manual_seed(config.seed)  # same initial weights on every rank
+        self.prepared: Prepared = prepare(config)
+        self.task = self.prepared.model_config.task
+        model = build_model(self.prepared.model_config)
+        if self.prepared.delta_t is not None:
+            model.delta_t.fill_(self.prepared.delta_t)
+        if self.prepared.statistics:
+            model.set_statistics(**self.prepared.statistics)
+        self.model = model.to(self.ctx.device, self.dtype)
+        self.ddp = (
+            DistributedDataParallel(self.model, find_unused_parameters=True)
+            if self.ctx.world_size > 1
+            else self.model
+        )
+        decay = config.optim.ema_decay
+        self.ema = (
+            AveragedModel(  # weights only: buffers hold fixed statistics
+                self.model,
+                multi_avg_fn=get_ema_multi_avg_fn(decay),
+                use_buffers=False,
+            )
+            if decay
+            else None
+        )
+        self.optimizer = make_optimizer(self.model, config)
+        self.epoch = 0
+        self.elapsed = 0.0
+        self.plateau_factor = 1.0
+        self.best = math.inf
+        self.best_epoch = -1
+        self.since_best = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # --- data --------------------------------------------------------------------
+    def train_loader(self) -> tuple[DataLoader, DistributedSampler]:
+        train = self.prepared.splits["train"]
+        sampler = DistributedSampler(
+            train,
+            num_replicas=self.ctx.world_size,
+            rank=self.ctx.rank,
+            shuffle=True,
+            seed=self.config.seed,
+        )
+        per_rank = max(1, self.config.optim.batch_size // self.ctx.world_size)
+        return DataLoader(train, batch_size=per_rank, sampler=sampler), sampler
+
+    # --- state -------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "plateau_factor": self.plateau_factor,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "since_best": self.since_best,
+            "best_state": self.best_state,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "rng": torch.get_rng_state(),
+        }
+
+    def save_state(self) -> None:
+        if not self.ctx.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / (STATE_FILE + ".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(self.run_dir / STATE_FILE)
+
+    def try_resume(self) -> bool:
+        path = self.run_dir / STATE_FILE
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location=self.ctx.device, weights_only=True)
+        changes = _config_changes(state["config"], self.config.model_dump(mode="json"))
+        if changes - RESUMABLE_CHANGES:
+            raise ValueError(
+                f"{path}: the saved run used another config ({sorted(changes)}); "
+                "use a new name or delete the run directory"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"].cpu())
+        for key in (
+            "epoch",
+            "elapsed",
+            "plateau_factor",
+            "best",
+            "best_epoch",
+            "since_best",
+            "best_state",
+        ):
+            setattr(self, key, state[key])
+        logger.info("resumed %s at epoch %d", self.config.name, self.epoch)
+        return True
+
+    # --- loop --------------------------------------------------------------------
+    def loss(self, batch) -> torch.Tensor:
+        out = self.ddp(batch)
+        if self.task == keys.TASK_DYNAMICS:
+            return dynamics_loss(out, batch)
+        o = self.config.optim
+        return potential_loss(out, batch, o.energy_weight, o.force_weight)
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema else self.model
+
+    def train_epoch(self, loader: DataLoader) -> float:
+        self.ddp.train()
+        lr = learning_rate(self.config, self.epoch, self.plateau_factor)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total, count = 0.0, 0
+        for batch in loader:
+            batch = batch.to(self.ctx.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"epoch {self.epoch}: loss is {float(loss)}; lower optim.lr or "
+                    "set optim.grad_clip"
+                )
+            loss.backward()
+            if self.config.optim.grad_clip:
+                nn.utils.clip_grad_norm_(
+                    self.model.parameters(), self.config.optim.grad_clip
+                )
+            self.optimizer.step()
+            if self.ema:
+                self.ema.update_parameters(self.model)
+            total += float(loss.detach()) * batch.num_graphs
+            count += batch.num_graphs
+        return total / max(count, 1)
+
+    def validate(self) -> dict[str, float]:
+        return evaluate(
+            self.eval_model(),
+            self.prepared.splits["val"],
+            self.config.optim.batch_size,
+            self.ctx.device,
+        )
+
+    def after_validation(self, metrics: dict[str, float]) -> bool:
+        """Track the best model, plateau schedule and early stopping; True = stop."""
+        o = self.config.optim
+        value = metrics[primary_metric(self.task)]
+        if value < self.best:
+            self.best, self.best_epoch, self.since_best = value, self.epoch, 0
+            self.best_state = copy.deepcopy(self.eval_model().state_dict())
+            return False
+        self.since_best += 1
+        if o.scheduler == "plateau" and self.since_best % o.plateau_patience == 0:
+            self.plateau_factor *= o.plateau_factor
+        return bool(o.early_stop_patience and self.since_best >= o.early_stop_patience)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.ctx.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def fit(self) -> None:
+        o = self.config.optim
+        loader, sampler = self.train_loader()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+        start = time.perf_counter() - self.elapsed
+        progress = _progress(self.ctx.is_main)
+        task_id = progress.add_task(
+            self.config.name, total=o.max_epochs, completed=self.epoch, info=""
+        )
+        try:
+            with progress:
+                while self.epoch < o.max_epochs:
+                    sampler.set_epoch(self.epoch)
+                    train_loss = self.train_epoch(loader)
+                    self.epoch += 1
+                    self.elapsed = time.perf_counter() - start
+                    record = {
+                        "epoch": self.epoch,
+                        "train_loss": train_loss,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "elapsed_s": round(self.elapsed, 2),
+                    }
+                    out_of_time = bool(
+                        o.max_minutes and self.elapsed > 60 * o.max_minutes
+                    )
+                    stop = False
+                    if (
+                        self.epoch % o.eval_every == 0
+                        or out_of_time
+                        or (self.epoch == o.max_epochs)
+                    ):
+                        val = self.validate()
+                        record.update({f"val_{k}": v for k, v in val.items()})
+                        stop = self.after_validation(val)
+                        self.save_state()
+                    self.log(record)
+                    progress.update(
+                        task_id,
+                        completed=self.epoch,
+                        info=f"loss {train_loss:.4g} best {self.best:.4g}",
+                    )
+                    if stop or out_of_time:
+                        logger.info(
+                            "stopping at epoch %d (%s)",
+                            self.epoch,
+                            "early stop" if stop else "time budget",
+                        )
+                        break
+        except (KeyboardInterrupt, Interrupted):
+            logger.warning(
+                "interrupted at epoch %d; state saved in %s (rerun the "
+                "same command to resume)",
+                self.epoch,
+                self.run_dir,
+            )
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def finish(self) -> dict[str, Any] | None:
+        """Test the best model and write the checkpoint (rank 0). Returns the card."""
+        if not self.ctx.is_main:
+            return None
+        model = copy.deepcopy(self.eval_model())
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        metrics: dict[str, Any] = {"best_epoch": self.best_epoch, "epochs": self.epoch}
+        for split in ("val", "test", "test_rotated"):
+            if split in self.prepared.splits:
+                metrics[split] = evaluate(
+                    model,
+                    self.prepared.splits[split],
+                    self.config.optim.batch_size,
+                    self.ctx.device,
+                )
+        curve = plot_curves(
+            self.run_dir / METRICS_FILE,
+            self.run_dir / "curve.png",
+            primary_metric(self.task),
+        )
+        p = self.prepared
+        card = {
+            "description": f"{self.config.name}: {self.config.task} ({_arch(p)})",
+            "dataset": self.config.task,
+            "data": {
+                **p.data_card,
+                "split_sizes": {k: len(v) for k, v in p.splits.items()},
+            },
+            "units": p.units,
+            "normalisation": p.statistics,
+            "graph": _graph_rule(p.model_config),
+            "metrics": metrics,
+            "training": {
+                "command": self.command,
+                "config": self.config.model_dump(mode="json"),
+                "device": str(self.ctx.device)
+                if self.ctx.device.type == "cpu"
+                else torch.cuda.get_device_name(self.ctx.device),
+                "world_size": self.ctx.world_size,
+                "torch_threads": torch.get_num_threads(),
+                "wall_time_s": round(self.elapsed, 1),
+                "loss_curve": str(curve) if curve else None,
+            },
+        }
+        out = self.config.checkpoint_dir / self.config.name
+        return save(model, out, card).model_dump(mode="json")
+
+
+def _arch(prepared: Prepared) -> str:
+    lmax = prepared.model_config.lmax
+    return "EGNN" if lmax is None else f"HEGNN L={lmax}"
+
+
+def _graph_rule(config) -> str:
+    if config.features == "species":
+        return f"radius graph, cutoff {config.r_max} Å, polynomial envelope p=6 (vesin)"
+    if config.features == "nbody":
+        return "fully connected"
+    return "bonds (< 1.6 Å in the input frame) + 2-hop pairs, heavy atoms only"
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stderr.isatty()),
+    )
+
+
+def run_training(
+    config: TrainConfig, command: str = "", resume: bool = True
+) -> dict[str, Any] | None:
+    """Train (resuming a saved run of the same name) and write the checkpoint."""
+    trainer = Trainer(config, command)
+    try:
+        if resume:
+            trainer.try_resume()
+        trainer.fit()
+        return trainer.finish()
+    finally:
+        distributed.teardown()
