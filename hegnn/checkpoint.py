@@ -83,6 +83,7 @@ def save(model: nn.Module, directory: str | Path, card: dict[str, Any]) -> Model
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = directory / WEIGHTS_FILE
     safetensors.torch.save_file(state, weights, metadata={"format": "hegnn"})
+    weights.chmod(0o644)  # safetensors writes 0600; servers often run as another user
     config: ModelConfig = model.config
     dtype = next(model.parameters()).dtype
     full = {

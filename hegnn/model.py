@@ -116,7 +116,7 @@ class HEGNN(nn.Module):
         v = None
         if self.config.lmax is not None:
             r0, u = self.radial(d, in_layer=False)
-            w_ij = self.phi_init(torch.cat([r0, h[i], h[j], e_ij], dim=-1))  # E2
+            w_ij = self.phi_init.forward_pairwise(h, i, j, r0, e_ij)  # E2
             if u is not None:
                 w_ij = w_ij * u.unsqueeze(-1)
             # d_ij > 0: graphs have no self loops and coincident atoms are rejected.

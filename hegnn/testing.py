@@ -145,8 +145,8 @@ def finite_difference_forces(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(autograd forces, central-difference -dE/dx), both ``[n, 3]`` eV/Å.
 
-    The default step balances truncation (O(step^4), five-point stencil) against float64 round-off of
-    total energies of order 1e4 eV (about 1e-12 eV / step).
+    The default step balances truncation (O(step^4), five-point stencil) against
+    float64 round-off of total energies of order 1e4 eV (about 1e-12 eV / step).
     """
     analytic = predict(model, structure)[keys.FORCES].numpy()
     numeric = np.zeros_like(analytic)

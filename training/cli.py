@@ -4,6 +4,8 @@ import typer
 
 from training.commands import eval_, train
 from training.data.cli import data_app
+from training.expressivity.cli import expressivity
+from training.report import report
 
 app = typer.Typer(
     no_args_is_help=True, help="HEGNN: data, training, evaluation, serving"
@@ -11,3 +13,5 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.command("train")(train)
 app.command("eval")(eval_)
+app.command("report")(report)
+app.command("expressivity")(expressivity)

@@ -1,6 +1,7 @@
 """From a TrainConfig to graphs per split, the ModelConfig and the data's record."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from hegnn import keys
 from hegnn.config import ModelConfig
 from training.config import TrainConfig
 from training.data.md17 import load_frames
-from training.data.store import file_sha256
+from training.data.store import file_sha256, read_metadata
 from training.data.tasks import (
     fit_reference_energies,
     md17_force_dataset,
@@ -43,6 +44,7 @@ def prepare(config: TrainConfig) -> Prepared:
     data_card = {
         "path": str(d.path),
         "sha256": file_sha256(d.path),
+        "content_sha256": content_sha256(d.path),
         "task": config.task,
     }
     if config.task == "nbody":
@@ -109,6 +111,19 @@ def prepare(config: TrainConfig) -> Prepared:
     units = {"energy": "eV", "forces": "eV/Å", "positions": "Å"}
     statistics = potential_statistics(splits["train"], species)
     return Prepared(splits, model_config, None, statistics, data_card, units)
+
+
+def content_sha256(path: Path) -> str | None:
+    """sha256 of the arrays recorded by the project's generators (None otherwise).
+
+    Unlike the file's hash it does not change with the wall time in the metadata, so
+    a regenerated dataset can be checked against a card.
+    """
+    if path.suffix != ".npz":
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        meta = read_metadata(npz)
+    return meta.get("sha256") if meta else None
 
 
 def potential_statistics(train: list[Data], species: tuple[int, ...]) -> dict[str, Any]:

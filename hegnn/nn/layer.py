@@ -85,10 +85,12 @@ class HEGNNLayer(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         j, i = edge_index
         n = h.shape[0]
-        inputs = [h[i], h[j], edge_features]
+        edge_inputs = edge_features
         if v is not None:
-            inputs.append(self.inner_products(v[i], v[j]))  # [n_edges, L+1]   E4
-        m_ij = self.phi_m(torch.cat(inputs, dim=-1))  # [n_edges, H]   E5
+            z_ij = self.inner_products(v[i], v[j])  # [n_edges, L+1]   E4
+            edge_inputs = torch.cat([edge_features, z_ij], dim=-1)
+        no_inputs = edge_inputs[:, :0]
+        m_ij = self.phi_m.forward_pairwise(h, i, j, no_inputs, edge_inputs)  # E5
         u = 1.0 if edge_weight is None else edge_weight.unsqueeze(-1)
 
         v_new = v

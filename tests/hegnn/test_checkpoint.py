@@ -8,7 +8,14 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 
-from hegnn import CheckpointError, HEGNNCalculator, load, make_graph_data, read_card, save
+from hegnn import (
+    CheckpointError,
+    HEGNNCalculator,
+    load,
+    make_graph_data,
+    read_card,
+    save,
+)
 from hegnn.testing import random_structure
 
 from .conftest import tiny_model

@@ -87,9 +87,8 @@ def test_egnn_protocol_matches_reference_generator() -> None:
         np.testing.assert_allclose(v[s], v_ref, atol=1e-9)
 
 
-@pytest.mark.parametrize("protocol", ["egnn", "hegnn"])
-def test_generate_is_deterministic_per_seed(tmp_path, protocol: str) -> None:
-    p = nbody_protocol(protocol, 4, sizes=(3, 2, 2))
+def test_generate_is_deterministic_per_seed(tmp_path) -> None:
+    p = nbody_protocol("hegnn", 4, sizes=(3, 2, 2))
     metas = [
         generate_nbody(tmp_path / f"{k}.npz", p, seed)
         for k, seed in enumerate((1, 1, 2))
@@ -99,15 +98,13 @@ def test_generate_is_deterministic_per_seed(tmp_path, protocol: str) -> None:
         np.testing.assert_array_equal(a[name], b[name])
     assert metas[0]["sha256"] == metas[1]["sha256"] != metas[2]["sha256"]
     assert not np.array_equal(a["positions"], c["positions"])
-    n_frames = 49 if protocol == "egnn" else 50
-    assert a["positions"].shape == (7, n_frames, 4, 3)
+    assert a["positions"].shape == (7, 50, 4, 3)
     assert a["charges"].shape == (7, 4) and set(np.unique(a["charges"])) <= {-1, 1}
     meta = json.loads(str(a["metadata"]))
     assert meta["units"] == "simulation units" and meta["seed"] == 1
-    assert meta["protocol"] == protocol and meta["wall_time_s"] > 0
-    first = 100 if protocol == "egnn" else 1
-    assert meta["save_steps"][:2] == [first, first + 100]
-    assert meta["frame_times"][0] == pytest.approx(first * 0.001)
+    assert meta["protocol"] == "hegnn" and meta["wall_time_s"] > 0
+    assert meta["save_steps"][:2] == [1, 101] and len(meta["frame_times"]) == 50
+    assert meta["loc_std"] == pytest.approx((4 / 5) ** (1 / 3) + 0.1)
 
 
 def test_protocol_rejects_bad_inputs() -> None:
@@ -122,6 +119,18 @@ def nbody_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("nbody") / "egnn.npz"
     generate_nbody(path, nbody_protocol("egnn", 5, sizes=(4, 3, 3)), seed=43)
     return path
+
+
+def test_egnn_file_layout(nbody_file) -> None:
+    raw = np.load(nbody_file)
+    meta = json.loads(str(raw["metadata"]))
+    assert raw["positions"].shape == raw["velocities"].shape == (10, 49, 5, 3)
+    assert meta["save_steps"][:2] == [100, 200] and meta["frame_times"][-1] == 4.9
+    assert meta["pool_sizes"] == {"train": 10000, "val": 2000, "test": 2000}
+    # the first sizes[split] simulations of each pool, in the drawn stream
+    drawn = [0, 1, 2, 3, 10000, 10001, 10002, 12000, 12001, 12002]
+    assert raw["pool_index"].tolist() == drawn
+    assert raw["val_idx"].tolist() == [4, 5, 6] and meta["max_force"] == 100.0
 
 
 def test_nbody_dataset_fields(nbody_file) -> None:

@@ -68,3 +68,24 @@ def test_resume_continues_where_it_stopped(tmp_path, monkeypatch) -> None:
     np.testing.assert_array_equal(a["R"][:4], b["R"][:4])  # saved before the stop
     np.testing.assert_allclose(a["R"], b["R"], atol=1e-6)  # same RNG stream after it
     np.testing.assert_allclose(a["E"], b["E"], atol=1e-4)
+
+
+def angular_momentum(frames) -> np.ndarray:
+    """|sum_i m_i r_i x (R[t+1] - R[t])_i| per frame, amu Å² per frame."""
+    from ase.data import atomic_masses
+
+    m = atomic_masses[frames.numbers][None, :, None]
+    x = frames.positions
+    r = x[:-1] - (m * x[:-1]).sum(axis=1, keepdims=True) / m.sum()
+    return np.linalg.norm((m * np.cross(r, x[1:] - x[:-1])).sum(axis=1), axis=-1)
+
+
+def test_bussi_keeps_the_molecule_from_tumbling(tmp_path) -> None:
+    spin = {}
+    for thermostat in ("bussi", "langevin"):
+        out = tmp_path / f"{thermostat}.npz"
+        run = XTBRun("ethanol", thermostat=thermostat, tau_fs=5.0)
+        meta = run_xtb_md(run, 20, out, progress=False)
+        assert meta["thermostat"] == thermostat
+        spin[thermostat] = angular_momentum(load_frames(out))[-1]
+    assert spin["bussi"] < 1e-4 < 1e-2 < spin["langevin"]

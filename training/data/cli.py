@@ -23,6 +23,11 @@ class ProtocolName(StrEnum):
     hegnn = "hegnn"
 
 
+class Thermostat(StrEnum):
+    bussi = "bussi"
+    langevin = "langevin"
+
+
 def _checked(call: Callable[[], T]) -> T:
     """Run ``call``; turn input errors into a clear CLI error (exit code 2)."""
     try:
@@ -93,12 +98,19 @@ def xtb(
     seed: Annotated[int, typer.Option(help="velocities and Langevin noise")] = 0,
     temperature: Annotated[float, typer.Option(min=0.0, help="K")] = 500.0,
     timestep: Annotated[float, typer.Option(min=0.0, help="fs")] = 0.5,
-    friction: Annotated[float, typer.Option(min=0.0, help="Langevin, 1/fs")] = 0.002,
+    thermostat: Annotated[Thermostat, typer.Option(help="NVT thermostat")] = (
+        Thermostat.bussi
+    ),
+    tau: Annotated[float, typer.Option(min=0.0, help="thermostat time, fs")] = 500.0,
     relax: Annotated[bool, typer.Option(help="relax the start geometry")] = True,
     chunk: Annotated[int, typer.Option(min=1, help="frames per saved chunk")] = 1000,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """GFN2-xTB Langevin MD (tblite) in MD17's format; resumes an interrupted run."""
+    """GFN2-xTB NVT MD (tblite) in MD17's format; resumes an interrupted run.
+
+    Bussi (default) keeps the angular momentum zero, like MD17's trajectories;
+    Langevin lets the molecule tumble.
+    """
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before tblite loads OpenMP
     try:
         import tblite.ase  # noqa: F401
@@ -108,6 +120,8 @@ def xtb(
         ) from error
     from training.data.xtb import XTBRun, run_xtb_md
 
-    run = XTBRun(molecule, seed, temperature, timestep, friction, relax=relax)
+    run = XTBRun(
+        molecule, seed, temperature, timestep, thermostat.value, tau, relax=relax
+    )
     metadata = _checked(lambda: run_xtb_md(run, steps, out, chunk, progress))
     logger.info("%.4f s per step", metadata["s_per_step"])
