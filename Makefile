@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+CHECKPOINTS ?= checkpoints
 TORCH_PIP_ARGS ?=
 export OMP_NUM_THREADS ?= 2
 
@@ -20,8 +21,9 @@ $(BIN)/hegnn: pyproject.toml
 
 install: $(BIN)/hegnn
 
+# Serves every checkpoint folder; the Dockerfile's CMD runs the same command.
 run: install
-	$(BIN)/hegnn serve --host $(HOST) --port $(PORT) --checkpoints checkpoints
+	$(BIN)/hegnn serve --host $(HOST) --port $(PORT) --checkpoints $(CHECKPOINTS)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,7 @@
 
 import typer
 
+from service.cli import serve
 from training.commands import eval_, train
 from training.data.cli import data_app
 from training.expressivity.cli import expressivity
@@ -15,3 +16,4 @@ app.command("train")(train)
 app.command("eval")(eval_)
 app.command("report")(report)
 app.command("expressivity")(expressivity)
+app.command("serve")(serve)

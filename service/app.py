@@ -1,0 +1,109 @@
+"""The FastAPI app: ``create_app(settings)``; models are loaded in the lifespan.
+
+Corrupt checkpoints: by default a folder that fails to load is skipped with a logged
+error, listed under ``failed`` in /readyz and ``unavailable`` in /v1/models, and
+requests to it get 503; /readyz is 503 only when no model loaded. With
+``HEGNN_STRICT_CHECKPOINTS=true`` the server refuses to start instead.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from hegnn import keys
+from service.batching import Arrivals, ForceBatcher
+from service.deps import ServiceState
+from service.errors import (
+    InputError,
+    Overloaded,
+    input_error_handler,
+    internal_error_handler,
+    overloaded_handler,
+    validation_error_handler,
+)
+from service.metrics import Metrics
+from service.middleware import (
+    ArrivalsMiddleware,
+    BodySizeLimitMiddleware,
+    JSONBodyMiddleware,
+    RequestLogMiddleware,
+)
+from service.registry import StartupError, load_registry
+from service.routes import health, metrics, models, predict
+from service.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """HEGNN models over HTTP: energies and forces (eV, eV/Å) of structures
+given in Å, learned dynamics rollouts, and server-side MD. Concurrent requests are
+batched. Every answer states its units. Send `Authorization: Bearer <key>` when the
+server sets `HEGNN_API_KEYS`."""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    s: Settings = app.state.settings
+    torch.set_num_threads(s.torch_threads)
+    try:
+        registry = await asyncio.to_thread(load_registry, s)
+    except StartupError as err:
+        logger.error("refusing to start: %s", err)
+        raise
+    metrics_: Metrics = app.state.metrics
+    metrics_.models.labels("loaded").set(len(registry.predictors))
+    metrics_.models.labels("failed").set(len(registry.failed))
+    batchers = {
+        name: ForceBatcher(
+            predictor,
+            metrics_,
+            enabled=s.batching,
+            max_atoms=s.max_batch_atoms,
+            max_wait_s=s.max_wait_ms / 1000,
+            max_pending_atoms=s.max_pending_atoms,
+            arrivals=app.state.arrivals,
+        )
+        for name, predictor in registry.predictors.items()
+        if predictor.task == keys.TASK_POTENTIAL
+    }
+    for batcher in batchers.values():
+        await batcher.start()
+    executor = ThreadPoolExecutor(s.trajectory_workers, thread_name_prefix="traj")
+    app.state.service = ServiceState(s, metrics_, registry, batchers, executor)
+    try:
+        yield
+    finally:
+        for batcher in batchers.values():
+            await batcher.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for ``settings`` (default: from HEGNN_* environment variables)."""
+    settings = settings or get_settings()
+    logging.getLogger("service").setLevel(settings.log_level.upper())
+    app = FastAPI(
+        title="hegnn-serve",
+        description=DESCRIPTION,
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.arrivals = Arrivals()
+    for router in (health.router, metrics.router, models.router, predict.router):
+        app.include_router(router)
+    app.add_exception_handler(InputError, input_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Overloaded, overloaded_handler)
+    app.add_exception_handler(Exception, internal_error_handler)
+    app.add_middleware(ArrivalsMiddleware, arrivals=app.state.arrivals)
+    app.add_middleware(JSONBodyMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,83 @@
+"""RemoteCalculator: an ASE calculator backed by a hegnn-serve URL. Imports no torch."""
+
+from typing import Any
+
+from ase import Atoms
+from ase.calculators.calculator import (
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+)
+
+from service.client import HEGNNClient
+
+
+class RemoteCalculator(Calculator):
+    """Energy (eV) and forces (eV/Å) of a potential model served at ``url``.
+
+    ``RemoteCalculator("http://127.0.0.1:8000", "md17-aspirin-ff-hegnn")`` replaces an
+    in-process calculator in any ASE script. At construction it reads the model card:
+    a dynamics model is refused, and the card's species are checked before each
+    request. ASE's ``check_state`` caching applies: unchanged atoms cost no request.
+    The cell and pbc are sent when ``atoms.pbc.any()``. Pass ``client`` to share one
+    :class:`HEGNNClient` (its connection) between calculators; it is then not closed
+    by :meth:`close`.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(
+        self,
+        url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        client: HEGNNClient | None = None,
+        timeout: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        if model is None or (url is None and client is None):
+            raise ValueError("RemoteCalculator needs a url (or client) and a model")
+        super().__init__(**kwargs)
+        self._owns_client = client is None
+        self.client = client or HEGNNClient(url, api_key=api_key, timeout=timeout)
+        self.model = model
+        self.card = self.client.model(model)
+        if self.card.get("task") != "potential":
+            raise ValueError(
+                f"model {model!r} has task {self.card.get('task')!r}; "
+                "RemoteCalculator needs a potential model (energy and forces)"
+            )
+        self.species = frozenset(int(z) for z in self.card["model"]["species"])
+
+    def close(self) -> None:
+        """Close the HTTP connection if this calculator opened it."""
+        if self._owns_client:
+            self.client.close()
+
+    def check_species(self, atoms: Atoms) -> None:
+        """ValueError naming the atomic numbers the model was not trained on."""
+        unknown = sorted(set(atoms.numbers.tolist()) - self.species)
+        if unknown:
+            raise ValueError(
+                f"model {self.model!r} supports atomic numbers {sorted(self.species)}; "
+                f"these atoms contain {unknown}"
+            )
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | None = None,
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        properties = properties or ["energy"]
+        unknown = set(properties) - set(self.implemented_properties)
+        if unknown:
+            raise PropertyNotImplementedError(f"RemoteCalculator: {sorted(unknown)}")
+        super().calculate(atoms, properties, system_changes)
+        self.check_species(self.atoms)
+        out = self.client.forces(self.model, self.atoms)
+        self.results = {
+            "energy": out.energy,
+            "free_energy": out.energy,
+            "forces": out.forces,
+        }

@@ -1,0 +1,303 @@
+"""HTTP client for a hegnn-serve server: arrays in (Å), arrays out (eV, eV/Å).
+
+Imports only numpy, httpx and ase (never torch), so it runs in any MD environment.
+One ``httpx.Client`` is reused for every call (keep-alive, TCP_NODELAY). Connection
+errors are retried with exponential back-off; HTTP errors (4xx/5xx) are not retried
+and raise :class:`HEGNNServiceError` with the server's message.
+"""
+
+import logging
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+from ase import Atoms, units
+from numpy.typing import ArrayLike, NDArray
+
+logger = logging.getLogger(__name__)
+
+Structure = Atoms | Mapping[str, Any]
+
+# httpx writes a POST's headers and body in two sends; with Nagle's algorithm the body
+# waits for the ACK of the headers, which the server may delay by ~40 ms.
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+# Transport failures where the request did not reach a live server (or the server
+# dropped a kept-alive connection): safe to retry. Read timeouts are not retried.
+RETRYABLE = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
+
+
+class HEGNNServiceError(Exception):
+    """The server answered with an HTTP error (4xx/5xx).
+
+    ``status_code``: the HTTP status; ``detail``: the ``detail`` field of the JSON body
+    (a string, or FastAPI's list of ``{"loc", "msg"}``); ``message``: one readable line.
+    """
+
+    def __init__(self, status_code: int, detail: Any, message: str) -> None:
+        super().__init__(f"HTTP {status_code}: {message}")
+        self.status_code = status_code
+        self.detail = detail
+        self.message = message
+
+
+class HEGNNConnectionError(ConnectionError):
+    """No answer: the server could not be reached after all retries, or a request
+    got no answer within the timeout."""
+
+
+@dataclass(frozen=True)
+class ForcesResult:
+    """One structure's energy (eV) and forces ``[n_atoms, 3]`` (eV/Å, float64)."""
+
+    energy: float
+    forces: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Frames from ``/trajectory``.
+
+    ``positions: [n_frames, n_atoms, 3]`` (Å, or the dynamics model's units);
+    ``times: [n_frames]`` (fs for potential MD, the card's time unit for dynamics).
+    Potential MD only (else None): ``velocities: [n_frames, n_atoms, 3]`` Å/fs,
+    ``energies: [n_frames]`` potential energy in eV, ``steps: [n_frames]`` MD steps.
+    ``raw``: the decoded JSON answer.
+    """
+
+    positions: NDArray[np.float64]
+    times: NDArray[np.float64]
+    velocities: NDArray[np.float64] | None = None
+    energies: NDArray[np.float64] | None = None
+    steps: NDArray[np.int64] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _error_message(detail: Any) -> str:
+    """FastAPI's ``detail`` as one line: ``"positions: expected ...; steps: ..."``."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, Mapping):
+                loc = [str(p) for p in item.get("loc", ()) if p != "body"]
+                msg = str(item.get("msg", item))
+                parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def _array(values: ArrayLike, dtype: type = np.float64) -> list:
+    """An array as nested lists for JSON (float64 round-trips exactly)."""
+    return np.asarray(values, dtype=dtype).tolist()
+
+
+def structure_json(structure: Structure, velocities: bool = False) -> dict[str, Any]:
+    """One structure as the JSON body of the API.
+
+    ``ase.Atoms``: numbers, positions (Å) and, when any pbc, cell (Å) and pbc; with
+    ``velocities``, also velocities (Å/fs) when the Atoms has momenta. A mapping is
+    passed through with arrays turned into lists; keys are the API's field names
+    (``numbers, positions, velocities, charges, cell, pbc``).
+    """
+    if isinstance(structure, Atoms):
+        body: dict[str, Any] = {
+            "numbers": _array(structure.numbers, np.int64),
+            "positions": _array(structure.positions),
+        }
+        if structure.pbc.any():
+            body["cell"] = _array(structure.cell.array)
+            body["pbc"] = [bool(p) for p in structure.pbc]
+        if velocities and structure.has("momenta"):
+            body["velocities"] = _array(structure.get_velocities() * units.fs)
+        return body
+    body = {}
+    for key, value in structure.items():
+        if isinstance(value, np.ndarray | list | tuple):
+            dtype = np.int64 if key == "numbers" else None
+            value = np.asarray(value, dtype=dtype).tolist()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        body[key] = value
+    return body
+
+
+def _is_many(structures: Structure | Sequence[Structure]) -> bool:
+    return not isinstance(structures, Atoms | Mapping)
+
+
+class HEGNNClient:
+    """Calls a hegnn-serve server over one kept-alive HTTP connection.
+
+    ``url``: e.g. ``http://127.0.0.1:8000``; ``api_key``: sent as
+    ``Authorization: Bearer``; ``timeout``: seconds per request (connect, read, write);
+    ``retries``: extra attempts after a connection error, waiting
+    ``backoff * 2**k`` seconds before attempt k + 1; ``transport``: an httpx
+    transport (default: TCP_NODELAY sockets; ``httpx.MockTransport`` in tests).
+    ``http`` is the ``httpx.Client``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport or httpx.HTTPTransport(socket_options=NODELAY),
+        )
+
+    def __enter__(self) -> "HEGNNClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
+
+    def request(self, method: str, path: str, json: Any = None) -> Any:
+        """One API call; returns the decoded JSON answer.
+
+        Retries connection errors only; raises HEGNNConnectionError when all attempts
+        fail or no answer comes within the timeout (not retried: the server may be
+        working on it), and HEGNNServiceError for an HTTP error status.
+        """
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.http.request(method, path, json=json)
+                break
+            except RETRYABLE as err:
+                if attempt == self.retries:
+                    raise HEGNNConnectionError(
+                        f"cannot reach hegnn-serve at {self.url} ({method} {path}) "
+                        f"after {attempt + 1} attempts: {err!r}"
+                    ) from err
+                wait = self.backoff * 2**attempt
+                logger.warning("%s %s: %r; retrying in %.2f s", method, path, err, wait)
+                time.sleep(wait)
+            except httpx.TransportError as err:
+                raise HEGNNConnectionError(
+                    f"no answer from hegnn-serve at {self.url} ({method} {path}) "
+                    f"within the timeout of {self.http.timeout.read} s: {err!r}"
+                ) from err
+        if response.is_error:
+            try:
+                body = response.json()
+                detail = body.get("detail", body) if isinstance(body, dict) else body
+            except ValueError:
+                detail = response.text or response.reason_phrase
+            raise HEGNNServiceError(
+                response.status_code,
+                detail,
+                f"{method} {path}: {_error_message(detail)}",
+            )
+        return response.json()
+
+    def health(self) -> bool:
+        """True when the server answers ``/healthz``."""
+        return self.request("GET", "/healthz").get("status") == "ok"
+
+    def models(self) -> list[dict[str, Any]]:
+        """Summaries of the served models (name, task, species, units, metrics)."""
+        return self.request("GET", "/v1/models")["models"]
+
+    def model(self, name: str) -> dict[str, Any]:
+        """The full model card of ``name``; HEGNNServiceError 404 if unknown."""
+        return self.request("GET", f"/v1/models/{name}")
+
+    def forces(
+        self, name: str, structures: Structure | Sequence[Structure]
+    ) -> ForcesResult | list[ForcesResult]:
+        """Energy (eV) and forces (eV/Å) of one structure, or a list for a sequence.
+
+        A structure is an ``ase.Atoms`` or a mapping with ``numbers``, ``positions``
+        (Å) and optional ``cell``, ``pbc``. A sequence is sent as one request and
+        answered in the same order.
+        """
+        if not _is_many(structures):
+            out = self.request(
+                "POST", f"/v1/models/{name}/forces", structure_json(structures)
+            )
+            return _forces_result(out)
+        body = {"structures": [structure_json(s) for s in structures]}
+        out = self.request("POST", f"/v1/models/{name}/forces", body)
+        return [_forces_result(s) for s in out["structures"]]
+
+    def trajectory(
+        self,
+        name: str,
+        structures: Structure | Sequence[Structure],
+        steps: int,
+        **options: Any,
+    ) -> Trajectory | list[Trajectory]:
+        """Roll a state forward on the server: one Trajectory, or a list.
+
+        Dynamics models: a mapping with ``positions``, ``velocities`` (in the card's
+        ``units``) and ``charges`` or ``numbers`` -> positions after each Δt.
+        Potential models: server-side MD from an Atoms (its velocities are sent in
+        Å/fs) or a mapping with ``numbers``, ``positions`` (Å), optional
+        ``velocities`` (Å/fs); ``options``: ``every``, ``timestep_fs``,
+        ``temperature`` (K, Langevin), ``friction`` (1/fs), ``seed``, ...
+        """
+        path = f"/v1/models/{name}/trajectory"
+        if not _is_many(structures):
+            body = {**structure_json(structures, True), "steps": steps, **options}
+            return _trajectory(self.request("POST", path, body))
+        body = {
+            "structures": [structure_json(s, True) for s in structures],
+            "steps": steps,
+            **options,
+        }
+        return [_trajectory(t) for t in self.request("POST", path, body)["structures"]]
+
+
+def _forces_result(out: Mapping[str, Any]) -> ForcesResult:
+    return ForcesResult(
+        energy=float(out["energy"]),
+        forces=np.asarray(out["forces"], dtype=np.float64).reshape(-1, 3),
+    )
+
+
+def _trajectory(out: Mapping[str, Any]) -> Trajectory:
+    """Dynamics answers carry ``positions, times``; potential MD answers ``frames``."""
+    if "frames" not in out:
+        return Trajectory(
+            positions=np.asarray(out["positions"], dtype=np.float64),
+            times=np.asarray(out["times"], dtype=np.float64),
+            raw=dict(out),
+        )
+
+    def stack(key: str, dtype: type = np.float64) -> np.ndarray:
+        return np.asarray([frame[key] for frame in out["frames"]], dtype=dtype)
+
+    return Trajectory(
+        positions=stack("positions"),
+        times=stack("time_fs"),
+        velocities=stack("velocities"),
+        energies=stack("energy"),
+        steps=stack("step", np.int64),
+        raw=dict(out),
+    )

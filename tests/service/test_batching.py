@@ -1,0 +1,157 @@
+"""Dynamic batching: concurrent answers equal unbatched ones; bad structures stay
+alone."""
+
+import asyncio
+import re
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Data
+
+from hegnn.testing import random_structure
+from service.batching import ForceBatcher
+from service.errors import InputError, Overloaded
+from service.metrics import Metrics
+from service.predictor import ForceResult, Predictor, Prepared, StructureInput
+
+from .conftest import POTENTIAL, make_settings, running_server
+
+CLIENTS = 32
+
+
+def batch_sizes(metrics_text: str, model: str) -> tuple[float, float]:
+    """(model calls with one structure, all model calls) from /metrics."""
+    label = f'model="{model}"'
+
+    def value(pattern: str) -> float:
+        match = re.search(pattern, metrics_text)
+        return float(match.group(1)) if match else 0.0
+
+    single = value(rf'hegnn_batch_structures_bucket{{le="1.0",{label}}} (\S+)')
+    count = value(rf"hegnn_batch_structures_count{{{label}}} (\S+)")
+    return single, count
+
+
+async def post_concurrently(url: str, bodies: list[dict]) -> list[dict]:
+    limits = httpx.Limits(max_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        start = asyncio.Event()
+
+        async def one(body: dict) -> dict:
+            await start.wait()
+            response = await client.post(f"/v1/models/{POTENTIAL}/forces", json=body)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        tasks = [asyncio.create_task(one(b)) for b in bodies]
+        await asyncio.sleep(0.05)
+        start.set()
+        return await asyncio.gather(*tasks)
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_concurrent_answers_equal_unbatched_answers(
+    checkpoint_dir, batching: bool
+) -> None:
+    structures = [random_structure(4 + k % 9, seed=100 + k) for k in range(CLIENTS)]
+    bodies = [
+        {"numbers": s.numbers.tolist(), "positions": s.positions.tolist()}
+        for s in structures
+    ]
+    settings = make_settings(checkpoint_dir, batching=batching, max_wait_ms=20.0)
+    with running_server(settings) as url:
+        answers = asyncio.run(post_concurrently(url, bodies))
+        metrics = httpx.get(f"{url}/metrics").text
+    predictor = Predictor.load(checkpoint_dir / POTENTIAL, torch.device("cpu"))
+    for s, answer in zip(structures, answers, strict=True):
+        prepared = predictor.prepare(StructureInput(s.positions, s.numbers))
+        (alone,) = predictor.forces([prepared])  # one structure per model call
+        assert answer["energy"] == pytest.approx(alone.energy, rel=1e-9)
+        np.testing.assert_allclose(answer["forces"], alone.forces, atol=1e-9)
+    single, calls = batch_sizes(metrics, POTENTIAL)
+    if batching:
+        assert calls < CLIENTS and single < calls  # batches larger than one formed
+    else:
+        assert calls == CLIENTS and single == calls
+
+
+class FakePredictor:
+    """A model whose batched call fails when the poison structure is in it, and
+    which gives NaN forces for the poison alone."""
+
+    name = "fake"
+    POISON = 13
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def forces(self, prepared: list[Prepared]) -> list[ForceResult]:
+        self.calls.append(len(prepared))
+        sizes = [p.n_atoms for p in prepared]
+        if self.POISON in sizes and len(sizes) > 1:
+            raise RuntimeError("batch poisoned")
+        return [
+            ForceResult(float(n), np.full((n, 3), np.nan if n == self.POISON else n))
+            for n in sizes
+        ]
+
+
+def prepared(n_atoms: int) -> Prepared:
+    return Prepared(Data(num_nodes=n_atoms), n_atoms)
+
+
+def test_one_bad_structure_never_fails_the_others() -> None:
+    fake = FakePredictor()
+
+    async def scenario() -> list:
+        batcher = ForceBatcher(fake, Metrics(), max_atoms=1000, max_wait_s=0.05)
+        await batcher.start()
+        try:
+            requests = [[prepared(3)], [prepared(FakePredictor.POISON)], [prepared(5)]]
+            requests.append([prepared(7), prepared(2)])
+            return await asyncio.gather(*(batcher.forces(r) for r in requests))
+        finally:
+            await batcher.close()
+
+    good3, (bad,), good5, (good7, good2) = asyncio.run(scenario())
+    assert fake.calls[0] == 5  # all five structures were tried in one call
+    assert isinstance(bad, InputError) and "non-finite" in bad.message
+    for (outcome,), n in ((good3, 3), (good5, 5)):
+        assert outcome.energy == n
+    assert good7.energy == 7 and good2.energy == 2
+
+
+def test_batches_respect_the_atom_budget() -> None:
+    fake = FakePredictor()
+
+    async def scenario() -> None:
+        batcher = ForceBatcher(fake, Metrics(), max_atoms=10, max_wait_s=0.05)
+        await batcher.start()
+        try:
+            await asyncio.gather(*(batcher.forces([prepared(4)]) for _ in range(6)))
+        finally:
+            await batcher.close()
+
+    asyncio.run(scenario())
+    assert fake.calls == [2, 2, 2]  # 4 + 4 <= 10 < 4 + 4 + 4
+
+
+def test_a_full_queue_answers_overloaded() -> None:
+    fake = FakePredictor()
+
+    async def scenario() -> list:
+        batcher = ForceBatcher(
+            fake, Metrics(), max_atoms=1000, max_wait_s=0.05, max_pending_atoms=10
+        )
+        await batcher.start()
+        try:
+            calls = [batcher.forces([prepared(4)]) for _ in range(3)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    first, second, third = asyncio.run(scenario())
+    assert first[0].energy == 4 and second[0].energy == 4
+    assert isinstance(third, Overloaded)
