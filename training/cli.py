@@ -6,6 +6,7 @@ from service.cli import serve
 from training.commands import eval_, train
 from training.data.cli import data_app
 from training.expressivity.cli import expressivity
+from training.md_check import md_check
 from training.report import report
 
 app = typer.Typer(
@@ -15,5 +16,6 @@ app.add_typer(data_app, name="data")
 app.command("train")(train)
 app.command("eval")(eval_)
 app.command("report")(report)
+app.command("md-check")(md_check)
 app.command("expressivity")(expressivity)
 app.command("serve")(serve)

@@ -1,4 +1,4 @@
-"""Expressivity on symmetric structures (issue 4, HEGNN.md §5-6)."""
+"""Expressivity on symmetric structures (HEGNN.md §5-6)."""
 
 import pytest
 import torch

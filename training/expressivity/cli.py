@@ -48,7 +48,7 @@ def expressivity(
         "docs/results"
     ),
 ) -> None:
-    """Which output degrees see a symmetric structure's orientation (issue 4).
+    """Which output degrees see a symmetric structure's orientation.
 
     --analytic prints the blind degrees l <= 12 of every structure; --train trains
     EGNN, HEGNN_{l=L} (L = 1..7) and HEGNN_{l<=L} (L = 1, 2, 3, 6) to tell each

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 def default_specs() -> list[ToySpec]:
-    """EGNN, HEGNN_{l=L} for L = 1..7, HEGNN_{l<=L} for L = 1, 2, 3, 6 (issue 4)."""
+    """EGNN, HEGNN_{l=L} for L = 1..7, HEGNN_{l<=L} for L = 1, 2, 3, 6."""
     return (
         [egnn()]
         + [single_degree(L) for L in range(1, 8)]

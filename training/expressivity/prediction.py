@@ -1,5 +1,5 @@
 """What the degeneration argument predicts for each toy cell, and whether a result
-agrees (HEGNN.md §6 "Prediction"; thresholds from issue 4)."""
+agrees (HEGNN.md §6 "Prediction": chance is 50 ± 5 %, success ≥ 95 %)."""
 
 from training.expressivity.toy_model import ToySpec
 
