@@ -3,6 +3,7 @@
 import typer
 
 from service.cli import serve
+from training.bench import bench_app
 from training.commands import eval_, train
 from training.data.cli import data_app
 from training.expressivity.cli import expressivity
@@ -13,6 +14,7 @@ app = typer.Typer(
     no_args_is_help=True, help="HEGNN: data, training, evaluation, serving"
 )
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
 app.command("train")(train)
 app.command("eval")(eval_)
 app.command("report")(report)

@@ -1,0 +1,222 @@
+"""PNG plots of the benchmark JSON payloads (matplotlib, Agg backend)."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.5, 20, 300 on log axes
+COLORS = {"egnn": "black", "hegnn": "tab:blue", "tp": "tab:red", "mace*": "tab:purple"}
+
+
+MARKERS = {0: "o", 1: "o", 2: "s", 3: "^", 6: "D"}
+SHADES = {"hegnn": plt.cm.Blues, "tp": plt.cm.Reds}
+
+
+def _style(name: str) -> dict[str, Any]:
+    """Colour by family (darker for higher L), marker by L, dashed for TP."""
+    family = name.split("-")[0]
+    lmax = int(name.split("-l")[1]) if "-l" in name else 0
+    shades = SHADES.get(family)
+    color = shades(0.45 + 0.09 * lmax) if shades else COLORS.get(family, "gray")
+    return {
+        "color": color,
+        "linestyle": "--" if family == "tp" else "-",
+        "marker": MARKERS.get(lmax, "o"),
+    }
+
+
+def _title(payload: dict[str, Any], what: str) -> str:
+    m = payload["machine"]
+    return (
+        f"{what}: {m['device']}, {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+        f"{m['torch_threads']} thread(s), load {m['load_average_start'][0]:.1f}"
+    )
+
+
+def _label_bars(ax: plt.Axes, bars: Any, labels: list[str]) -> None:
+    """Write each label just above its bar."""
+    for bar, label in zip(bars, labels, strict=True):
+        ax.annotate(
+            label,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    logger.info("wrote %s", path)
+    return path
+
+
+def plot_model(payload: dict[str, Any], path: Path) -> Path:
+    """Left: fwd+bwd time vs bodies (log-log); right: aspirin E+F per model."""
+    settings = payload["results"]["settings"]
+    nbody = sorted(
+        (s for s in settings.values() if s.get("task") == "dynamics"),
+        key=lambda s: s["nodes"],
+    )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    names = list(nbody[0]["models"]) if nbody else []
+    for name in names:
+        points = [
+            (s["nodes"], s["models"][name]["fwd_bwd"]["ms"])
+            for s in nbody
+            if "fwd_bwd" in s["models"].get(name, {})
+        ]
+        if points:
+            x, y = zip(*points, strict=True)
+            left.plot(x, y, label=name, **_style(name))
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="bodies N (fully connected graph)",
+        ylabel="ms per forward + backward",
+        title="N-body dynamics models: training step",
+    )
+    left.legend(fontsize=8, ncol=2)
+    left.grid(True, which="both", alpha=0.3)
+    molecule = settings.get("aspirin")
+    if molecule:
+        entries = [
+            (name, m["energy_forces"]["ms"], m["energy_forces"]["ratio_to_egnn"])
+            for name, m in molecule["models"].items()
+            if "energy_forces" in m
+        ]
+        anchor = settings.get("aspirin-mace", {}).get("models", {}).get("mace")
+        if anchor:  # timed in its own process beside EGNN: its ratio is to that EGNN
+            mace = anchor["energy_forces"]
+            entries.append(("mace*", mace["ms"], mace["ratio_to_egnn"]))
+        labels = [e[0] for e in entries]
+        bars = right.bar(
+            labels,
+            [e[1] for e in entries],
+            color=[_style(n)["color"] for n in labels],
+            alpha=0.8,
+        )
+        _label_bars(right, bars, [f"{e[2]:.1f}x" for e in entries])
+        right.set(
+            yscale="log",
+            ylabel="ms per energy + forces (autograd)",
+            title=f"Aspirin potential, radius graph 5 Å ({molecule['edges']} edges);"
+            " label: x EGNN"
+            + ("\n*MACE: own process (e3nn 0.4.4), x its EGNN" if anchor else ""),
+        )
+        right.tick_params(axis="x", rotation=45)
+        right.grid(True, axis="y", which="both", alpha=0.3)
+    left.set_xticks([s["nodes"] for s in nbody])
+    for axis in (left.xaxis, left.yaxis, right.yaxis):  # after set(yscale=...)
+        axis.set_major_formatter(PLAIN)
+    left.xaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+    fig.suptitle(_title(payload, "model cost"), fontsize=9)
+    return _save(fig, path)
+
+
+def plot_service(payload: dict[str, Any], path: Path) -> Path:
+    """Left: structures/s vs clients; right: p50/p99 latency vs clients."""
+    results = payload["results"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    for mode, color in (("batching_on", "tab:blue"), ("batching_off", "tab:orange")):
+        runs = sorted(
+            (r for r in results["runs"] if r["mode"] == mode),
+            key=lambda r: r["clients"],
+        )
+        clients = [r["clients"] for r in runs]
+        left.plot(
+            clients,
+            [r["structures_per_s"] for r in runs],
+            "o-",
+            color=color,
+            label=f"HTTP, {mode.replace('_', ' ')}",
+        )
+        for key, style in (("p50_ms", "o-"), ("p99_ms", "^:")):
+            right.plot(
+                clients,
+                [r[key] for r in runs],
+                style,
+                color=color,
+                label=f"{mode.replace('_', ' ')} {key[:3]}",
+            )
+    local = sorted(results["in_process"].items(), key=lambda kv: int(kv[0]))
+    left.plot(
+        [int(c) for c, _ in local],
+        [v["structures_per_s"] for _, v in local],
+        "s--",
+        color="tab:green",
+        label="in-process Predictor, same batches",
+    )
+    left.plot(
+        [int(c) for c, _ in local],
+        [v["with_prepare_structures_per_s"] for _, v in local],
+        "s:",
+        color="tab:olive",
+        label="in-process, with prepare",
+    )
+    left.set(
+        xscale="log",
+        xlabel="concurrent clients",
+        ylabel="structures/s (aspirin)",
+        title="throughput",
+    )
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="concurrent clients",
+        ylabel="latency, ms",
+        title="latency",
+    )
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_xticks(sorted({r["clients"] for r in results["runs"]}))
+        ax.xaxis.set_major_formatter(PLAIN)
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+    right.yaxis.set_major_formatter(PLAIN)
+    model = payload["config"]["checkpoint"]
+    fig.suptitle(_title(payload, f"service ({model})"), fontsize=9)
+    return _save(fig, path)
+
+
+def plot_md(payload: dict[str, Any], path: Path) -> Path:
+    """Left: ms per MD step per calculator; right: NVE total energy trace."""
+    results = payload["results"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    names = list(results["ms_per_step"])
+    values = [results["ms_per_step"][n] for n in names]
+    bars = left.bar(names, values, color=["tab:blue", "tab:green", "tab:orange"])
+    _label_bars(left, bars, [f"{results['steps_per_s'][n]:.0f} steps/s" for n in names])
+    left.axhline(
+        results["server_compute_ms_per_call"],
+        color="gray",
+        linestyle=":",
+        label="server compute per call",
+    )
+    left.set(ylabel="ms per velocity-Verlet step", title="ASE MD, aspirin")
+    left.legend(fontsize=8)
+    nve = results["nve"]
+    right.plot(nve["trace"]["time_ps"], nve["trace"]["total_energy_mev_per_atom"])
+    right.set(
+        xlabel="time, ps",
+        ylabel="E_total − E_total(0), meV/atom",
+        title=f"NVE, dt {nve['timestep_fs']} fs: drift "
+        f"{nve['drift_mev_per_atom_per_ps']:.3g} meV/atom/ps",
+    )
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(_title(payload, f"MD ({payload['config']['checkpoint']})"), fontsize=9)
+    return _save(fig, path)
+
+
+PLOTS = {"model": plot_model, "service": plot_service, "md": plot_md}

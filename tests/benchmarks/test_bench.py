@@ -1,0 +1,102 @@
+"""`hegnn bench`: each benchmark runs in its --quick configuration and writes JSON of
+the documented schema and a PNG. Timings are never asserted (shared machines)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from benchmarks.tp_baseline import TPDynamics, TPPotential
+from hegnn.testing import assert_equivariant, random_structure
+from training.cli import app
+
+ENVELOPE = {
+    "benchmark",
+    "schema_version",
+    "date",
+    "wall_seconds",
+    "machine",
+    "config",
+    "results",
+    "targets",
+    "notes",
+}
+MACHINE = {"cpu", "cores", "torch", "device", "load_average_start", "load_average_end"}
+
+
+def run_bench(name: str, out: Path) -> dict:
+    """``hegnn bench NAME --quick --out OUT``; the JSON it wrote."""
+    result = CliRunner().invoke(app, ["bench", name, "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (out / f"{name}-cpu.png").stat().st_size > 10_000
+    payload = json.loads((out / f"{name}-cpu.json").read_text())
+    assert ENVELOPE <= payload.keys()
+    assert payload["benchmark"] == name
+    assert MACHINE <= payload["machine"].keys()
+    for target in payload["targets"]:
+        assert {"name", "value", "threshold", "met"} <= target.keys()
+    return payload["results"]
+
+
+def test_bench_model(tmp_path: Path) -> None:
+    results = run_bench("model", tmp_path)
+    assert {"nbody-5", "aspirin"} <= results["settings"].keys()
+    for setting in results["settings"].values():
+        assert {"egnn", "hegnn-l1", "tp-l1"} <= setting["models"].keys()
+        for model in setting["models"].values():
+            assert model["params"] > 0
+            for metric in setting["metrics"]:
+                assert model[metric]["ms"] > 0
+                assert {"ratio_to_egnn", "peak_mib", "samples_ms"} <= model[
+                    metric
+                ].keys()
+    assert results["settings"]["aspirin"]["metrics"] == [
+        "fwd",
+        "energy_forces",
+        "train_step",
+    ]
+
+
+def test_bench_service(tmp_path: Path) -> None:
+    results = run_bench("service", tmp_path)
+    modes = {(r["mode"], r["clients"]) for r in results["runs"]}
+    assert modes == {(m, c) for m in ("batching_on", "batching_off") for c in (1, 4)}
+    for r in results["runs"]:
+        assert r["requests"] > 0
+        for key in (
+            "requests_per_s",
+            "structures_per_s",
+            "us_per_atom",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+        ):
+            assert r[key] > 0
+    assert set(results["in_process"]) == {"1", "4"}
+
+
+def test_bench_md(tmp_path: Path) -> None:
+    results = run_bench("md", tmp_path)
+    calculators = {"hegnn_calculator", "predictor", "remote"}
+    assert set(results["ms_per_step"]) == calculators
+    assert set(results["overhead_ms_per_step"]) == {
+        "remote_minus_predictor",
+        "remote_minus_hegnn_calculator",
+        "remote_minus_server_compute",
+    }
+    assert results["nve"]["steps"] == 10
+    assert "drift_mev_per_atom_per_ps" in results["nve"]
+
+
+@pytest.mark.parametrize("task", ["potential", "dynamics"])
+def test_tp_baseline_is_equivariant(task: str) -> None:
+    """The tensor-product baseline is a real E(3)-equivariant model."""
+    torch.manual_seed(0)
+    model = (
+        TPPotential((1, 6, 8), lmax=2, channels=4, num_layers=2)
+        if task == "potential"
+        else TPDynamics(lmax=2, channels=4, num_layers=2)
+    )
+    assert_equivariant(model.to(torch.float64), random_structure(n_atoms=7))
