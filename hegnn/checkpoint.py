@@ -104,6 +104,14 @@ def save(model: nn.Module, directory: str | Path, card: dict[str, Any]) -> Model
     return validated
 
 
+def add_card_metrics(directory: str | Path, key: str, metrics: dict[str, Any]) -> None:
+    """Store ``metrics`` under ``card.json["metrics"][key]``; the rest is unchanged."""
+    path = Path(directory) / CARD_FILE
+    card = json.loads(path.read_text())
+    card.setdefault("metrics", {})[key] = metrics
+    path.write_text(json.dumps(card, indent=2) + "\n")
+
+
 def read_card(directory: str | Path) -> ModelCard:
     """Parse and validate card.json; CheckpointError says what is wrong."""
     path = Path(directory) / CARD_FILE

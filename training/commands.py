@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from hegnn import load
-from hegnn.checkpoint import CARD_FILE
+from hegnn.checkpoint import add_card_metrics
 from training.config import TrainConfig, apply_overrides, load_config
 from training.evaluate import evaluate
 from training.prepare import prepare
@@ -72,10 +72,7 @@ def eval_(
     if out:
         out.write_text(text + "\n")
     if write_card:
-        path = checkpoint / CARD_FILE
-        card = json.loads(path.read_text())
-        card.setdefault("metrics", {})[f"eval_{split}"] = metrics
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        add_card_metrics(checkpoint, f"eval_{split}", metrics)
 
 
 def evaluate_checkpoint(

@@ -23,7 +23,7 @@ from ase.md.velocitydistribution import (
 from ase.md.verlet import VelocityVerlet
 
 from hegnn import HEGNNCalculator
-from hegnn.checkpoint import CARD_FILE
+from hegnn.checkpoint import add_card_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,4 @@ def md_check(
     text = json.dumps(result, indent=2)
     typer.echo(text)
     if write_card:
-        path = checkpoint / CARD_FILE
-        card = json.loads(path.read_text())
-        card.setdefault("metrics", {})["nve"] = result
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        add_card_metrics(checkpoint, "nve", result)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from hegnn.checkpoint import sha256_file
+
 METADATA_KEY = "metadata"
 
 
@@ -28,12 +30,8 @@ def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a file's bytes (the checkpoint code's hash, one implementation)."""
+    return sha256_file(Path(path))
 
 
 def write_npz(
