@@ -185,3 +185,33 @@ def test_ddp_two_processes_match_one_process(tmp_path, nbody_file):
         results[world] = load_file(out / "ckpt/nbody-tiny/model.safetensors")
     for key, value in results[1].items():
         assert torch.allclose(value, results[2][key], atol=1e-10), key
+
+
+def test_python_dash_m_training_is_the_hegnn_command(tmp_path, nbody_file):
+    """`python -m training` (no console script, e.g. on a bare GPU image) trains too,
+    and the card records the command as `hegnn ...` so it reproduces anywhere."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "train",
+            "--config",
+            str(ROOT / "configs/nbody-tiny.yaml"),
+            "--set",
+            f"data.path={nbody_file}",
+            "--set",
+            "optim.max_epochs=1",
+            "--set",
+            f"run_dir={tmp_path}/runs",
+            "--set",
+            f"checkpoint_dir={tmp_path}/ckpt",
+        ],
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+    )
+    (card_path,) = (tmp_path / "ckpt").glob("*/card.json")
+    command = json.loads(card_path.read_text())["training"]["command"]
+    assert command.startswith("hegnn train --config ")
+    assert "optim.max_epochs=1" in command
