@@ -14,7 +14,7 @@ from hegnn.checkpoint import add_card_metrics
 from training.config import TrainConfig, apply_overrides, load_config
 from training.evaluate import evaluate
 from training.prepare import prepare
-from training.train import run_training
+from training.train import Interrupted, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,10 @@ def train(
     except (ValueError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from err
     command = shlex.join(["hegnn", *sys.argv[1:]])
-    card = run_training(cfg, command, resume=resume)
+    try:
+        card = run_training(cfg, command, resume=resume)
+    except (KeyboardInterrupt, Interrupted) as err:  # logged with how to resume
+        raise typer.Exit(130 if isinstance(err, KeyboardInterrupt) else 143) from None
     if card:
         typer.echo(
             json.dumps(

@@ -1,16 +1,24 @@
 """`hegnn report`: the shipped checkpoints' metrics next to published reference values.
 
 Writes docs/results/checkpoints.md (and .json) from the cards alone, so the README's
-table never drifts from the files.
+table never drifts from the files. Where the training runs are at hand (``runs/``), it
+also keeps their metric logs and loss curves beside the table (``curves/``) and plots
+each HEGNN against its EGNN twin.
 """
 
 import json
+import shutil
+from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from hegnn import read_card
+from training.metrics import primary_metric
+from training.plots import plot_comparison
+
+METRICS_LOG = "metrics.jsonl"  # written by the Trainer in runs/<name>/
 
 # Published values (paper/HEGNN.md §10); each row names its protocol.
 REFERENCES: dict[str, list[dict[str, Any]]] = {
@@ -93,7 +101,45 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "" if value is None else str(value)
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
+    """Copy each checkpoint's metrics log and loss curve from ``runs/<name>/``."""
+    curves.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        for source, target in ((METRICS_LOG, ".jsonl"), ("curve.png", ".png")):
+            path = runs / r["name"] / source
+            if path.is_file():
+                shutil.copyfile(path, curves / f"{r['name']}{target}")
+
+
+def twins(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(HEGNN, EGNN) pairs: the one model of each kind on the same task and data."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["data"])].append(r)
+    pairs = []
+    for group in groups.values():
+        hegnn = [r for r in group if r["architecture"] != "EGNN"]
+        egnn = [r for r in group if r["architecture"] == "EGNN"]
+        if len(hegnn) == 1 and len(egnn) == 1:
+            pairs.append((hegnn[0], egnn[0]))
+    return pairs
+
+
+def plot_twins(rows: list[dict[str, Any]], curves: Path) -> list[str]:
+    """``compare-<hegnn>.png`` for each twin pair with both logs; their file names."""
+    written = []
+    for hegnn, egnn in twins(rows):
+        logs = {r["architecture"]: curves / f"{r['name']}.jsonl" for r in (hegnn, egnn)}
+        if not all(path.is_file() for path in logs.values()):
+            continue
+        png = curves / f"compare-{hegnn['name']}.png"
+        title = f"{hegnn['name']} vs {egnn['name']}"
+        if plot_comparison(logs, png, primary_metric(hegnn["task"]), title):
+            written.append(png.name)
+    return written
+
+
+def markdown(rows: list[dict[str, Any]], comparisons: list[str] = ()) -> str:
     lines = [
         "# Shipped checkpoints",
         "",
@@ -137,6 +183,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "Reproduce a row: the card's `training.command` (also in the table's "
         "JSON twin).",
     ]
+    if comparisons:
+        lines += [
+            "",
+            "## HEGNN against its EGNN twin during training",
+            "",
+            "Validation metric against epoch (left) and wall-clock time (right); the "
+            "logs are `curves/<name>.jsonl`.",
+            "",
+        ]
+        lines += [f"![{png}](curves/{png})" for png in comparisons]
     return "\n".join(lines) + "\n"
 
 
@@ -147,11 +203,15 @@ def report(
     out: Annotated[Path, typer.Option(help="Markdown file to write")] = Path(
         "docs/results/checkpoints.md"
     ),
+    runs: Annotated[
+        Path, typer.Option(help="training runs whose logs and curves to keep")
+    ] = Path("runs"),
 ) -> None:
-    """Write the shipped models' metrics table (Markdown + JSON)."""
+    """Write the shipped models' metrics table (Markdown + JSON) and their curves."""
     rows = [_row(p.parent) for p in sorted(checkpoints.glob("*/card.json"))]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(rows))
+    curves = out.parent / "curves"
+    keep_run_logs(rows, runs, curves)
+    out.write_text(markdown(rows, plot_twins(rows, curves)))
     out.with_suffix(".json").write_text(
         json.dumps({"checkpoints": rows, "references": REFERENCES}, indent=2) + "\n"
     )

@@ -136,6 +136,10 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, nbody_file):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert not (tmp_path / "killed/ckpt/nbody-tiny").exists()  # stopped early
+    assert proc.returncode == 143  # 128 + SIGTERM, with a resume hint, no traceback
+    stderr = proc.stderr.read().decode()
+    assert "rerun the same command to resume" in stderr
+    assert "Traceback" not in stderr and "╭" not in stderr
     subprocess.run(killed, check=True, env=env, capture_output=True)
     a = load_file(tmp_path / "straight/ckpt/nbody-tiny/model.safetensors")
     b = load_file(tmp_path / "killed/ckpt/nbody-tiny/model.safetensors")

@@ -1,0 +1,72 @@
+"""`hegnn report`: the table comes from the cards; run logs give the twin plots."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from hegnn import ModelConfig, build_model, save
+from training.report import report, twins
+
+
+def _checkpoint(root: Path, name: str, lmax: int | None, mse: float) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        task="dynamics", lmax=lmax, hidden_dim=8, num_layers=1, features="nbody"
+    )
+    card = {
+        "dataset": "nbody",
+        "data": {"path": "data/generated/nbody.npz"},
+        "metrics": {"test": {"mse": mse}, "epochs": 4, "best_epoch": 4},
+        "training": {"command": f"hegnn train --set name={name}", "wall_time_s": 60.0},
+    }
+    save(build_model(config), root / name, card)
+
+
+def _run_log(runs: Path, name: str, values: list[float]) -> None:
+    (runs / name).mkdir(parents=True)
+    lines = [
+        {"epoch": e + 1, "train_loss": v, "elapsed_s": 10.0 * (e + 1), "val_mse": v}
+        for e, v in enumerate(values)
+    ]
+    (runs / name / "metrics.jsonl").write_text(
+        "".join(json.dumps(line) + "\n" for line in lines)
+    )
+
+
+def test_report_tables_the_cards_and_plots_each_twin_pair(tmp_path: Path) -> None:
+    checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
+    _checkpoint(checkpoints, "toy-hegnn", 1, 0.007)
+    _checkpoint(checkpoints, "toy-egnn", None, 0.008)
+    _run_log(runs, "toy-hegnn", [0.05, 0.02, 0.01, 0.007])
+    _run_log(runs, "toy-egnn", [0.06, 0.03, 0.012, 0.008])
+    out = tmp_path / "results" / "checkpoints.md"
+
+    report(checkpoints=checkpoints, out=out, runs=runs)
+
+    text = out.read_text()
+    assert "| `toy-hegnn` | nbody |" in text and "MSE 0.007 " in text
+    assert "| `toy-egnn` | nbody |" in text and "EGNN" in text
+    curves = out.parent / "curves"
+    assert (curves / "toy-hegnn.jsonl").read_text() == (
+        runs / "toy-hegnn" / "metrics.jsonl"
+    ).read_text()
+    assert (curves / "compare-toy-hegnn.png").stat().st_size > 1000
+    assert "![compare-toy-hegnn.png](curves/compare-toy-hegnn.png)" in text
+    rows = json.loads(out.with_suffix(".json").read_text())["checkpoints"]
+    assert [(h["name"], e["name"]) for h, e in twins(rows)] == [
+        ("toy-hegnn", "toy-egnn")
+    ]
+
+
+def test_report_without_run_logs_has_no_twin_plots(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    _checkpoint(checkpoints, "toy-hegnn", 1, 0.007)
+    _checkpoint(checkpoints, "toy-egnn", None, 0.008)
+    out = tmp_path / "checkpoints.md"
+
+    report(checkpoints=checkpoints, out=out, runs=tmp_path / "no-runs")
+
+    assert "| `toy-hegnn` |" in out.read_text()
+    assert "compare-" not in out.read_text()
+    assert not list((tmp_path / "curves").glob("*.png"))
