@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train the N-body and force-field checkpoints (HEGNN L=3 and EGNN twins) all at once
-# on one machine, each with the same wall-clock budget. This is how the shipped ones
-# were made on a GPU; the MD17-trajectory ones early-stop in minutes on a CPU (their
-# commands are in their cards).
+# on one machine (meant for a GPU), each with the same wall-clock budget, as in the
+# H200 run of docs/results/gpu-h200/. The shipped checkpoints were trained on CPU with
+# the commands in their cards; the MD17-trajectory ones early-stop in minutes there.
 #   scripts/train-checkpoints.sh [minutes per run, default 7.5]
 # HEGNN picks the command (default `hegnn`; e.g. HEGNN="python -m training").
 set -u

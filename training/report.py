@@ -9,6 +9,7 @@ each HEGNN against its EGNN twin.
 import json
 import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -139,7 +140,7 @@ def plot_twins(rows: list[dict[str, Any]], curves: Path) -> list[str]:
     return written
 
 
-def markdown(rows: list[dict[str, Any]], comparisons: list[str] = ()) -> str:
+def markdown(rows: list[dict[str, Any]], comparisons: Sequence[str] = ()) -> str:
     lines = [
         "# Shipped checkpoints",
         "",
