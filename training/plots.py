@@ -9,11 +9,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def read_metrics(metrics_file: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl, one per epoch."""
+    return [json.loads(line) for line in metrics_file.read_text().splitlines()]
+
+
 def plot_curves(metrics_file: Path, out: Path, val_key: str) -> Path | None:
     """Train loss and validation metric against epoch, log scale; None if no data."""
     if not metrics_file.is_file():
         return None
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    records = read_metrics(metrics_file)
     if not records:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -37,9 +42,12 @@ def plot_curves(metrics_file: Path, out: Path, val_key: str) -> Path | None:
 
 def _validation(metrics_file: Path, val_key: str) -> list[tuple[int, float, float]]:
     """(epoch, minutes, value) of each validation in a metrics log."""
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
     key = f"val_{val_key}"
-    return [(r["epoch"], r["elapsed_s"] / 60, r[key]) for r in records if key in r]
+    return [
+        (r["epoch"], r["elapsed_s"] / 60, r[key])
+        for r in read_metrics(metrics_file)
+        if key in r
+    ]
 
 
 def plot_comparison(

@@ -18,8 +18,7 @@ import typer
 from hegnn import read_card
 from training.metrics import primary_metric
 from training.plots import plot_comparison
-
-METRICS_LOG = "metrics.jsonl"  # written by the Trainer in runs/<name>/
+from training.train import METRICS_FILE
 
 # Published values (paper/HEGNN.md §10); each row names its protocol.
 REFERENCES: dict[str, list[dict[str, Any]]] = {
@@ -106,7 +105,7 @@ def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
     """Copy each checkpoint's metrics log and loss curve from ``runs/<name>/``."""
     curves.mkdir(parents=True, exist_ok=True)
     for r in rows:
-        for source, target in ((METRICS_LOG, ".jsonl"), ("curve.png", ".png")):
+        for source, target in ((METRICS_FILE, ".jsonl"), ("curve.png", ".png")):
             path = runs / r["name"] / source
             if path.is_file():
                 shutil.copyfile(path, curves / f"{r['name']}{target}")
