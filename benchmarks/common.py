@@ -230,16 +230,6 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present; a CUDA request without CUDA is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: CUDA requested but torch sees no GPU")
-    return resolved
-
-
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so that wall-clock timings are honest."""
     if device.type == "cuda":

@@ -26,9 +26,9 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from hegnn import ModelConfig, keys
-from hegnn.features import species_index
 from hegnn.nn.mlp import MLP
 from hegnn.nn.radial import BesselBasis, PolynomialEnvelope
+from hegnn.rules import input_rule
 
 
 def hidden_irreps(lmax: int, channels: int) -> o3.Irreps:
@@ -170,7 +170,7 @@ class TPPotential(nn.Module):
         self.config = ModelConfig(
             task="potential", species=species, r_max=r_max, lmax=lmax
         )
-        self.register_buffer("species", torch.tensor(species))
+        self.rule = input_rule(self.config)
         self.bessel = BesselBasis(r_max, num_bessel)
         self.envelope = PolynomialEnvelope(r_max)
         self.avg_num_neighbors = avg_num_neighbors
@@ -188,12 +188,15 @@ class TPPotential(nn.Module):
             x_ij = x_ij + data[keys.EDGE_SHIFTS].to(x.dtype)
         d = x_ij.norm(dim=-1)
         radial = self.bessel(d) * self.envelope(d).unsqueeze(-1)
-        index = species_index(data[keys.NUMBERS], self.species)
-        one_hot = nn.functional.one_hot(index, len(self.species)).to(x.dtype)
+        one_hot, _ = self.rule.attributes(data, x_ij)  # one-hot Z
         e_i = self.net(
             one_hot, x_ij, radial, data[keys.EDGE_INDEX], self.avg_num_neighbors
         )
-        batch = data[keys.BATCH] if keys.BATCH in data else torch.zeros_like(index)
+        batch = (
+            data[keys.BATCH]
+            if keys.BATCH in data
+            else torch.zeros_like(e_i[:, 0], dtype=torch.long)
+        )
         energy = scatter(
             e_i.squeeze(-1).double(), batch, dim=0, dim_size=int(batch.max()) + 1
         )

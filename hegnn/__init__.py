@@ -6,15 +6,25 @@ Knows nothing of training loops or HTTP.
 from hegnn.build import build_model
 from hegnn.calculator import HEGNNCalculator
 from hegnn.checkpoint import CheckpointError, ModelCard, load, read_card, save
-from hegnn.config import ModelConfig
+from hegnn.config import Architecture, ModelConfig
+from hegnn.device import resolve_device
 from hegnn.dynamics import DynamicsModel
+from hegnn.errors import InputError
 from hegnn.inputs import make_graph_data
 from hegnn.model import HEGNN
 from hegnn.nn.layer import HEGNNLayer
 from hegnn.potential import PotentialModel
+from hegnn.rules import InputRule, input_rule
+from hegnn.structure import StructureInput
 
 __all__ = [
     "HEGNN",
+    "Architecture",
+    "InputError",
+    "InputRule",
+    "StructureInput",
+    "input_rule",
+    "resolve_device",
     "CheckpointError",
     "DynamicsModel",
     "HEGNNCalculator",

@@ -12,7 +12,10 @@ from ase.calculators.calculator import (
 
 from hegnn import keys
 from hegnn.checkpoint import load
+from hegnn.device import resolve_device
 from hegnn.inputs import make_graph_data
+from hegnn.rules import input_rule
+from hegnn.structure import StructureInput
 
 
 class HEGNNCalculator(Calculator):
@@ -32,8 +35,9 @@ class HEGNNCalculator(Calculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         self.model, self.card = load(checkpoint, device=self.device, dtype=dtype)
+        self.rule = input_rule(self.card.model)
         if self.card.task != keys.TASK_POTENTIAL:
             raise ValueError(
                 f"{checkpoint}: task {self.card.task!r}; HEGNNCalculator needs a "
@@ -49,12 +53,20 @@ class HEGNNCalculator(Calculator):
         if unknown:
             raise PropertyNotImplementedError(f"HEGNNCalculator: {sorted(unknown)}")
         super().calculate(atoms, properties, system_changes)
+        periodic = bool(self.atoms.pbc.any())
+        structure = StructureInput(
+            positions=self.atoms.get_positions(),
+            numbers=self.atoms.get_atomic_numbers(),
+            cell=self.atoms.get_cell().array if periodic else None,
+            pbc=self.atoms.pbc.copy() if periodic else None,
+        )
+        self.rule.check(structure)
         data = make_graph_data(
             self.card.model,
-            self.atoms.get_positions(),
-            numbers=self.atoms.get_atomic_numbers(),
-            cell=self.atoms.get_cell().array if self.atoms.pbc.any() else None,
-            pbc=self.atoms.pbc if self.atoms.pbc.any() else None,
+            structure.positions,
+            numbers=structure.numbers,
+            cell=structure.cell,
+            pbc=structure.pbc,
             dtype=self.dtype,
         ).to(self.device)
         out = self.model(data)

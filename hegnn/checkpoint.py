@@ -3,12 +3,19 @@
 The card holds everything needed to rebuild the network (``model``: a ModelConfig)
 plus what a user needs to trust it (data, metrics, command, versions). The weights'
 sha256 is in the card; a mismatch or an unknown format version is refused.
+
+Format versions: 2 (written now) keeps each aggregation's ``avg_num_neighbors`` in
+its layer and the Bessel basis under ``backbone.radial``; version 1 (the first
+shipped checkpoints) kept one ``backbone.avg_num_neighbors``, ``backbone.bessel``
+and a ``backbone.species`` buffer. Version-1 weights are renamed on load
+(:func:`upgrade_v1_state`); their files are not changed.
 """
 
 import hashlib
 import json
 import logging
 import platform
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,8 @@ from hegnn.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 
@@ -122,15 +130,31 @@ def read_card(directory: str | Path) -> ModelCard:
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
     version = raw.get("format_version") if isinstance(raw, dict) else None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path}: format_version {version!r} is not supported "
-            f"(this code reads {FORMAT_VERSION})"
+            f"(this code reads {', '.join(map(str, READABLE_VERSIONS))})"
         )
     try:
         return ModelCard.model_validate(raw)
     except ValidationError as err:
         raise CheckpointError(f"{path}: invalid card: {err}") from err
+
+
+def upgrade_v1_state(
+    state: dict[str, torch.Tensor], expected: Iterable[str]
+) -> dict[str, torch.Tensor]:
+    """Version-1 weight names -> version 2 (same values, same model)."""
+    state = dict(state)
+    state.pop("backbone.species", None)  # the species rule holds the list now
+    if "backbone.bessel.n_pi" in state:
+        state["backbone.radial.bessel.n_pi"] = state.pop("backbone.bessel.n_pi")
+    shared = state.pop("backbone.avg_num_neighbors", None)
+    if shared is not None:
+        for key in expected:
+            if key.endswith("aggregate.avg_num_neighbors"):
+                state[key] = shared.clone()
+    return state
 
 
 def load(
@@ -152,6 +176,8 @@ def load(
         )
     model = build_model(card.model)
     state = safetensors.torch.load_file(weights, device="cpu")
+    if card.format_version == 1:
+        state = upgrade_v1_state(state, model.state_dict().keys())
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

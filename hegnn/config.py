@@ -1,20 +1,24 @@
-"""ModelConfig: everything needed to rebuild a network. Saved in every card.json."""
+"""ModelConfig: everything needed to rebuild a network. Saved in every card.json.
+
+``Architecture`` is what a training config sets (the ``model:`` section of
+``hegnn train``); ``ModelConfig`` adds what follows from the data: the task, the
+input rule and the species. Each input rule (hegnn/rules/) checks its own fields.
+"""
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Task = Literal["potential", "dynamics"]
-# How node and edge attributes are made from the raw inputs (see hegnn/features.py).
-FeatureRule = Literal["species", "nbody", "md17-traj"]
+# How raw inputs become a graph with node/edge attributes (hegnn/rules/).
+RuleName = Literal["species", "nbody", "md17-traj"]
 
 
-class ModelConfig(BaseModel):
-    """Architecture of an HEGNN (``lmax=None`` is the EGNN baseline, same code)."""
+class Architecture(BaseModel):
+    """The network and its input-rule parameters (``lmax=None`` is EGNN)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task: Task = Field(description="potential: E and F = -dE/dx; dynamics: x after Δt")
     lmax: int | None = Field(
         3,
         ge=0,
@@ -24,16 +28,16 @@ class ModelConfig(BaseModel):
     hidden_dim: int = Field(64, ge=1, description="width H of h and of every MLP")
     num_layers: int = Field(4, ge=1, description="number K of HEGNN layers")
     activation: Literal["silu", "softplus", "tanh"] = "silu"
-    features: FeatureRule = Field(
-        "species", description="rule that turns raw inputs into node/edge attributes"
-    )
-    species: tuple[int, ...] | None = Field(
-        None, description="atomic numbers the model knows (potential models)"
-    )
     r_max: float | None = Field(
         None,
         gt=0,
-        description="cutoff radius (Å) of the radius graph; None = no cutoff",
+        description="species rule: cutoff radius (Å) of the radius graph",
+    )
+    bond_cutoff: float = Field(
+        1.6, gt=0, description="md17-traj rule: bond length limit (Å) of the graph"
+    )
+    heavy_atoms_only: bool = Field(
+        True, description="md17-traj rule: the model sees heavy atoms only (no H)"
     )
     num_bessel: int = Field(8, ge=1, description="Bessel radial functions (with r_max)")
     envelope_p: int = Field(6, ge=2, description="order p of the polynomial envelope")
@@ -47,18 +51,30 @@ class ModelConfig(BaseModel):
         None, gt=0, description="cap the length of each per-edge position update (Å)"
     )
 
+
+class ModelConfig(Architecture):
+    """Architecture plus task, input rule and species: rebuilds the model."""
+
+    task: Task = Field(description="potential: E and F = -dE/dx; dynamics: x after Δt")
+    features: RuleName = Field(
+        "species", description="input rule that turns raw inputs into a graph"
+    )
+    species: tuple[int, ...] | None = Field(
+        None, description="atomic numbers the model knows (species rule)"
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> "ModelConfig":
-        if self.task == "potential":
-            if self.features != "species" or not self.species:
-                raise ValueError("potential models need features='species' and species")
-            if self.r_max is None:
-                raise ValueError("potential models need a cutoff r_max")
-        elif self.features == "species":
-            raise ValueError("dynamics models use features 'nbody' or 'md17-traj'")
+        from hegnn.rules import input_rule  # the rules read this config
+
+        input_rule(self).validate_config()
         return self
 
     @property
     def num_sh(self) -> int:
         """Length (L+1)^2 of the stacked steerable vector v; 0 for EGNN."""
         return 0 if self.lmax is None else (self.lmax + 1) ** 2
+
+    def architecture(self) -> Architecture:
+        """The training-config part of this config."""
+        return Architecture(**self.model_dump(include=set(Architecture.model_fields)))

@@ -8,12 +8,14 @@ from torch import Tensor, nn
 from hegnn import keys
 from hegnn.config import ModelConfig
 from hegnn.model import HEGNN
+from hegnn.nn.radial import DistanceRadial
 
 
 class DynamicsModel(nn.Module):
     r"""Future positions x(t + Δt) = HEGNN(x(t), v(t), s) (the paper's tasks).
 
-    The backbone's final x (E7 after K layers) is the prediction. ``delta_t`` is the
+    The backbone (radial d_ij and d_ij^2, mean aggregation, velocities in E7) moves
+    x; its final x (E7 after K layers) is the prediction. ``delta_t`` is the
     time the model advances, in the time unit of the input velocities (N-body: 1.0
     time unit; MD17 trajectory: 3000 frames with v in Å/frame).
     Shapes: ``positions, velocities: [n, 3]`` -> ``positions: [n, 3]``.
@@ -22,7 +24,9 @@ class DynamicsModel(nn.Module):
     def __init__(self, config: ModelConfig, delta_t: float = 1.0) -> None:
         super().__init__()
         self.config = config
-        self.backbone = HEGNN(config)
+        self.backbone = HEGNN(
+            config, DistanceRadial(), aggregation="mean", use_velocity=True
+        )
         self.register_buffer("delta_t", torch.tensor(float(delta_t)))
 
     def forward(self, data) -> dict[str, Tensor]:

@@ -10,6 +10,8 @@ from numpy.typing import ArrayLike
 from torch import LongTensor, Tensor
 from vesin import NeighborList
 
+from hegnn.errors import InputError
+
 
 def full_graph(n_nodes: int) -> LongTensor:
     """All ordered pairs j != i. Returns ``[2, n_nodes * (n_nodes - 1)]``."""
@@ -19,7 +21,7 @@ def full_graph(n_nodes: int) -> LongTensor:
 
 
 def bond_2hop_graph(
-    positions: ArrayLike, cutoff: float = 1.6
+    positions: ArrayLike, cutoff: float
 ) -> tuple[LongTensor, LongTensor]:
     """Bonds (pairs closer than ``cutoff`` Å) plus pairs two bonds apart.
 
@@ -54,7 +56,7 @@ def radius_graph(
     periodic = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(pbc, 3)
     box = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
     if periodic.any() and abs(np.linalg.det(box)) < 1e-12:
-        raise ValueError("cell: periodic boundaries need a cell with non-zero volume")
+        raise InputError("cell", "periodic boundaries need a cell with non-zero volume")
     if not periodic.any():
         box = np.zeros((3, 3))
     nl = NeighborList(cutoff=float(cutoff), full_list=True)

@@ -1,4 +1,8 @@
-"""Raw arrays -> one graph (PyG ``Data``) in the layout a model's config expects."""
+"""Raw arrays -> one graph (PyG ``Data``), built by the config's input rule.
+
+The one path from a structure to a graph: training datasets, the ASE calculator
+and the service all call :func:`make_graph_data`.
+"""
 
 import numpy as np
 import torch
@@ -7,9 +11,7 @@ from torch_geometric.data import Data
 
 from hegnn import keys
 from hegnn.config import ModelConfig
-from hegnn.graph import bond_2hop_graph, full_graph, radius_graph
-
-BOND_CUTOFF = 1.6  # Å, bond rule of the MD17 trajectory protocol (GMN)
+from hegnn.rules import input_rule
 
 
 def make_graph_data(
@@ -21,30 +23,29 @@ def make_graph_data(
     cell: ArrayLike | None = None,
     pbc: ArrayLike | bool | None = None,
     dtype: torch.dtype | None = None,
-    bond_cutoff: float = BOND_CUTOFF,
+    graph_positions: ArrayLike | None = None,
 ) -> Data:
-    """One structure as a graph with the config's rule for edges.
+    """One structure as a graph with the rule's edges and the inputs it uses.
 
-    Edges: radius graph with r_max (species rule, PBC when ``pbc``), fully
-    connected (nbody) or bonds + 2-hop pairs of these positions (md17-traj).
+    ``graph_positions`` (default: ``positions``) are the positions the edges are
+    built from: the MD17 trajectory protocol builds one graph from frame 0.
+    Inputs the rule does not use (e.g. velocities of a force field) are not stored.
     """
+    rule = input_rule(config)
     dtype = dtype or torch.get_default_dtype()
     x = np.asarray(positions, dtype=np.float64)
+    source = x if graph_positions is None else np.asarray(graph_positions, np.float64)
     data = Data(num_nodes=len(x))
     data[keys.POSITIONS] = torch.as_tensor(x, dtype=dtype)
-    if config.features == "species":
-        edge_index, shifts = radius_graph(x, config.r_max, cell, pbc)
-        data[keys.EDGE_SHIFTS] = shifts.to(dtype)
-    elif config.features == "nbody":
-        edge_index = full_graph(len(x))
-    else:
-        edge_index, hop = bond_2hop_graph(x, bond_cutoff)
-        data[keys.EDGE_HOP] = hop
-    data[keys.EDGE_INDEX] = edge_index
-    if numbers is not None:
-        data[keys.NUMBERS] = torch.as_tensor(np.asarray(numbers), dtype=torch.long)
-    if velocities is not None:
-        data[keys.VELOCITIES] = torch.as_tensor(np.asarray(velocities), dtype=dtype)
-    if charges is not None:
-        data[keys.CHARGES] = torch.as_tensor(np.asarray(charges), dtype=dtype)
+    for name, value in rule.edges(source, cell, pbc).items():
+        data[name] = value.to(dtype) if value.is_floating_point() else value
+    given = {keys.NUMBERS: numbers, keys.VELOCITIES: velocities, keys.CHARGES: charges}
+    for name in rule.uses:
+        value = given[name]
+        if value is None:
+            continue
+        if name == keys.NUMBERS:
+            data[name] = torch.as_tensor(np.asarray(value), dtype=torch.long)
+        else:
+            data[name] = torch.as_tensor(np.asarray(value), dtype=dtype)
     return data

@@ -23,12 +23,19 @@ TARGET_POSITIONS: Final = "target_positions"  # [n_atoms, 3] positions after Δt
 TASK_POTENTIAL: Final = "potential"
 TASK_DYNAMICS: Final = "dynamics"
 
+# Units of every field, as in ASE; defined here only. Dynamics models state theirs
+# in the card (N-body: simulation units; MD17 trajectory: Å per frame).
+TIME: Final = "time"
+MASS: Final = "mass"
 UNITS: Final = {
     POSITIONS: "Å",
     VELOCITIES: "Å/fs",
     ENERGY: "eV",
     FORCES: "eV/Å",
     CELL: "Å",
-    "time": "fs",
-    "mass": "amu",
+    TIME: "fs",
+    MASS: "amu",
 }
+# What a potential model's answers are in, and what server-side MD adds.
+POTENTIAL_UNITS: Final = {k: UNITS[k] for k in (ENERGY, FORCES, POSITIONS)}
+MD_UNITS: Final = {**POTENTIAL_UNITS, VELOCITIES: UNITS[VELOCITIES], TIME: UNITS[TIME]}

@@ -2,15 +2,14 @@
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.utils import scatter
 
 from hegnn import keys
 from hegnn.config import ModelConfig
-from hegnn.features import attribute_dims, node_and_edge_attributes
-from hegnn.nn.layer import HEGNNLayer
+from hegnn.nn.aggregation import AGGREGATIONS, NormalizedSum
+from hegnn.nn.layer import Edges, HEGNNLayer
 from hegnn.nn.mlp import MLP
-from hegnn.nn.radial import BesselBasis, PolynomialEnvelope
 from hegnn.nn.spherical import SphericalHarmonics, degree_index
+from hegnn.rules import input_rule
 
 
 def optional(data, key: str) -> Tensor | None:
@@ -39,33 +38,36 @@ class HEGNN(nn.Module):
 
         v_i^{(l)} = \mathrm{agg}_j\, u_{ij} w_{ij,l}\, Y^{(l)}(\hat x_{ij}) \quad (E3)
 
-    then K :class:`HEGNNLayer` (E4-E8). Radial inputs r: dynamics models use d_ij in
-    E2 and d_ij^2 (recomputed from the current x) in E5, and the mean over neighbours;
-    potential models use a Bessel basis times the envelope u(d_ij) everywhere, weight
-    every aggregated term by u, and divide neighbour sums by their training-set
-    average count (buffer ``avg_num_neighbors``), so E is smooth across the cutoff.
+    then K :class:`HEGNNLayer` (E4-E8). s_i and e_ij come from the config's input
+    rule (hegnn/rules/). The head chooses the rest at construction: ``radial``
+    (r^0 for E2, r and the cutoff weight u for the layers: BesselRadial or
+    DistanceRadial of hegnn/nn/radial.py), ``aggregation`` (``"mean"`` or
+    ``"normalized_sum"``), whether positions move (E7; then the geometry is
+    recomputed after each layer) and whether velocities enter E7.
 
     ``forward(data)`` reads positions ``[n, 3]``, edge_index ``[2, n_edges]``,
     optional edge_shifts ``[n_edges, 3]`` and velocities ``[n, 3]``, and the inputs of
-    the feature rule; returns ``h [n, H]``, ``x [n, 3]``, ``v [n, (L+1)^2] | None``.
+    the rule; returns ``h [n, H]``, ``x [n, 3]``, ``v [n, (L+1)^2] | None``.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        radial: nn.Module,
+        aggregation: str = "mean",
+        update_positions: bool = True,
+        use_velocity: bool = False,
+    ) -> None:
         super().__init__()
         self.config = config
+        self.rule = input_rule(config)
+        self.radial = radial
+        self.update_positions = update_positions
         H, L = config.hidden_dim, config.lmax
-        node_dim, edge_dim = attribute_dims(config)
-        self.is_potential = config.task == keys.TASK_POTENTIAL
-        if self.is_potential:
-            self.bessel = BesselBasis(config.r_max, config.num_bessel)
-            self.envelope = PolynomialEnvelope(config.r_max, config.envelope_p)
-            n_radial = config.num_bessel
-            self.register_buffer("species", torch.tensor(config.species))
-            self.register_buffer("avg_num_neighbors", torch.tensor(1.0))
-        else:
-            n_radial = 1
-        self.embed = nn.Linear(node_dim, H)  # E1
+        n_radial, edge_dim = radial.num_features, self.rule.edge_dim
+        self.embed = nn.Linear(self.rule.node_dim, H)  # E1
         if L is not None:
+            self.aggregate = AGGREGATIONS[aggregation]()
             self.phi_init = MLP(
                 n_radial + 2 * H + edge_dim, H, L + 1, config.activation, True
             )
@@ -77,8 +79,9 @@ class HEGNN(nn.Module):
                 edge_dim + n_radial,
                 L,
                 config.activation,
-                update_positions=not self.is_potential,
-                use_velocity=not self.is_potential,
+                aggregation=aggregation,
+                update_positions=update_positions,
+                use_velocity=use_velocity,
                 bounded_inner_products=config.inner_product_map == "bounded",
                 coord_gain=config.coord_gain,
                 coord_clamp=config.coord_clamp,
@@ -86,19 +89,11 @@ class HEGNN(nn.Module):
             for _ in range(config.num_layers)
         )
 
-    def aggregate(self, src: Tensor, index: Tensor, n_nodes: int) -> Tensor:
-        """Mean over neighbours (dynamics) or sum / avg_num_neighbors (potential)."""
-        if self.is_potential:
-            out = scatter(src, index, dim=0, dim_size=n_nodes, reduce="sum")
-            return out / self.avg_num_neighbors.to(src.dtype)
-        return scatter(src, index, dim=0, dim_size=n_nodes, reduce="mean")
-
-    def radial(self, d: Tensor, in_layer: bool) -> tuple[Tensor, Tensor | None]:
-        """Radial edge features ``[n_edges, n_radial]`` and envelope ``[n_edges]``."""
-        if self.is_potential:
-            u = self.envelope(d)
-            return self.bessel(d) * u.unsqueeze(-1), u
-        return (d * d if in_layer else d).unsqueeze(-1), None
+    def set_avg_num_neighbors(self, value: float) -> None:
+        """Set the normaliser of every normalised-sum aggregation."""
+        for module in self.modules():
+            if isinstance(module, NormalizedSum):
+                module.avg_num_neighbors.fill_(value)
 
     def forward(self, data) -> tuple[Tensor, Tensor, Tensor | None]:
         x = data[keys.POSITIONS]
@@ -107,15 +102,14 @@ class HEGNN(nn.Module):
         vel = optional(data, keys.VELOCITIES)
         j, i = edge_index
         n = x.shape[0]
-        species = self.species if self.is_potential else None
 
         x_ij, d = edge_vectors(x, edge_index, shifts)  # [n_edges, 3], [n_edges]
-        s, e_ij = node_and_edge_attributes(self.config, data, x_ij, species)
+        s, e_ij = self.rule.attributes(data, x_ij)
         h = self.embed(s)  # [n, H]   E1
 
         v = None
         if self.config.lmax is not None:
-            r0, u = self.radial(d, in_layer=False)
+            r0, u = self.radial.initial(d)
             w_ij = self.phi_init.forward_pairwise(h, i, j, r0, e_ij)  # E2
             if u is not None:
                 w_ij = w_ij * u.unsqueeze(-1)
@@ -124,11 +118,9 @@ class HEGNN(nn.Module):
             v = self.aggregate(w_ij[:, self.degree] * y_ij, i, n)  # E3
 
         for k, layer in enumerate(self.layers):
-            if k > 0 and not self.is_potential:  # x moved: recompute geometry
+            if k > 0 and self.update_positions:  # x moved: recompute geometry
                 x_ij, d = edge_vectors(x, edge_index, shifts)
-            r, u = self.radial(d, in_layer=True)
-            edge_features = torch.cat([e_ij, r], dim=-1)
-            h, x, v = layer(
-                h, x, v, x_ij, edge_index, edge_features, self.aggregate, u, vel
-            )
+            r, u = self.radial(d)
+            edges = Edges(edge_index, x_ij, torch.cat([e_ij, r], dim=-1), u)
+            h, x, v = layer(h, x, v, edges, vel)
         return h, x, v

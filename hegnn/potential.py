@@ -6,9 +6,9 @@ from torch_geometric.utils import scatter
 
 from hegnn import keys
 from hegnn.config import ModelConfig
-from hegnn.features import species_index
 from hegnn.model import HEGNN, optional
 from hegnn.nn.mlp import MLP
+from hegnn.nn.radial import BesselRadial
 
 FLOAT64_BUFFERS = ("atomic_energies", "energy_scale", "energy_shift")
 
@@ -28,15 +28,21 @@ class PotentialModel(nn.Module):
         E = \sum_i \big[\sigma_E\, \mathrm{MLP}_E(h_i^K) + \mu_E + E_0(Z_i)\big],
         \qquad F_i = -\partial E / \partial x_i
 
-    σ_E, μ_E and E0 (float64 buffers) come from the training split; set them with
-    :meth:`set_statistics`. The sum runs in float64. ``forward`` returns
-    ``energy [n_graphs]`` (eV, float64) and ``forces [n_atoms, 3]`` (eV/Å).
+    The backbone uses a Bessel basis times a polynomial envelope with cutoff r_max
+    and sums over neighbours divided by their training average, with fixed
+    positions: E is smooth. σ_E, μ_E and E0 (float64 buffers) come from the
+    training split; set them with :meth:`set_statistics`. The sum runs in float64.
+    ``forward`` returns ``energy [n_graphs]`` (eV, float64), ``forces [n_atoms, 3]``.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = HEGNN(config)
+        radial = BesselRadial(config.r_max, config.num_bessel, config.envelope_p)
+        self.backbone = HEGNN(
+            config, radial, aggregation="normalized_sum", update_positions=False
+        )
+        self.rule = self.backbone.rule
         self.energy_mlp = MLP(
             config.hidden_dim, config.hidden_dim, 1, config.activation
         )
@@ -68,14 +74,14 @@ class PotentialModel(nn.Module):
         )
         self.energy_scale.fill_(energy_scale)
         self.energy_shift.fill_(energy_shift)
-        self.backbone.avg_num_neighbors.fill_(avg_num_neighbors)
+        self.backbone.set_avg_num_neighbors(avg_num_neighbors)
 
     def forward(self, data, compute_forces: bool = True) -> dict[str, Tensor]:
         positions = data[keys.POSITIONS]
         if compute_forces and not positions.requires_grad:
             positions.requires_grad_(True)
         h, _, _ = self.backbone(data)
-        index = species_index(data[keys.NUMBERS], self.backbone.species)
+        index = self.rule.species_index(data[keys.NUMBERS])
         e_i = self.energy_mlp(h).squeeze(-1).to(torch.float64)
         e_i = self.energy_scale * e_i + self.energy_shift + self.atomic_energies[index]
         batch, n_graphs = graph_index(data, len(positions), positions.device)

@@ -73,9 +73,7 @@ def random_orthogonal(seed: int, reflect: bool) -> np.ndarray:
     return -q if reflect else q
 
 
-def predict(
-    model: nn.Module, structure: Structure, bond_cutoff: float = 1.6
-) -> dict[str, Tensor]:
+def predict(model: nn.Module, structure: Structure) -> dict[str, Tensor]:
     """Run a model on a structure in the model's dtype (graph built by its rule)."""
     dtype = next(model.parameters()).dtype
     data = make_graph_data(
@@ -85,14 +83,13 @@ def predict(
         velocities=structure.velocities,
         charges=structure.charges,
         dtype=dtype,
-        bond_cutoff=bond_cutoff,
     )
     out = model(data)
     return {k: v.detach() for k, v in out.items()}
 
 
 def equivariance_errors(
-    model: nn.Module, structure: Structure, seed: int = 0, bond_cutoff: float = 1.6
+    model: nn.Module, structure: Structure, seed: int = 0
 ) -> dict[str, float]:
     """Max abs errors of outputs under rotation, reflection, translation, permutation.
 
@@ -100,7 +97,7 @@ def equivariance_errors(
     + t, permuted with the atoms.
     """
     rng = np.random.default_rng(seed)
-    reference = predict(model, structure, bond_cutoff)
+    reference = predict(model, structure)
     errors: dict[str, float] = {}
 
     def compare(name: str, out: dict[str, Tensor], rotation, shift, perm) -> None:
@@ -116,13 +113,13 @@ def equivariance_errors(
     identity, zero, keep = np.eye(3), np.zeros(3), np.arange(len(structure.numbers))
     for reflect in (False, True):
         rotation = random_orthogonal(seed, reflect)
-        out = predict(model, structure.transformed(rotation, zero), bond_cutoff)
+        out = predict(model, structure.transformed(rotation, zero))
         compare("reflection" if reflect else "rotation", out, rotation, zero, keep)
     shift = rng.normal(0.0, 3.0, 3)
-    out = predict(model, structure.transformed(identity, shift), bond_cutoff)
+    out = predict(model, structure.transformed(identity, shift))
     compare("translation", out, identity, shift, keep)
     perm = rng.permutation(len(structure.numbers))
-    out = predict(model, structure.permuted(perm), bond_cutoff)
+    out = predict(model, structure.permuted(perm))
     compare("permutation", out, identity, zero, perm)
     return errors
 
@@ -132,10 +129,9 @@ def assert_equivariant(
     structure: Structure,
     atol: float = 1e-9,
     seed: int = 0,
-    bond_cutoff: float = 1.6,
 ) -> None:
     """Raise AssertionError naming every symmetry whose error exceeds ``atol``."""
-    errors = equivariance_errors(model, structure, seed, bond_cutoff)
+    errors = equivariance_errors(model, structure, seed)
     bad = {k: v for k, v in errors.items() if not v <= atol}
     assert not bad, f"equivariance errors above {atol}: {bad}"
 

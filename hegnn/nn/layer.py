@@ -1,15 +1,22 @@
 """One HEGNN layer: messages from inner products, then v, x and h updates."""
 
-from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from hegnn.nn.aggregation import AGGREGATIONS
 from hegnn.nn.mlp import MLP
 from hegnn.nn.spherical import InnerProducts, degree_index
 
-# aggregate(src [n_edges, ...], target index i [n_edges], n_nodes) -> [n_nodes, ...]
-Aggregate = Callable[[Tensor, Tensor, int], Tensor]
+
+class Edges(NamedTuple):
+    """The edge state a layer reads (all from the layer-input positions)."""
+
+    index: Tensor  # [2, n_edges] rows j, i
+    vectors: Tensor  # [n_edges, 3] x_ij = x_i - x_j (+ periodic shift)
+    features: Tensor  # [n_edges, d_e + d_r] static attributes e_ij and radial r_ij
+    weight: Tensor | None  # [n_edges] cutoff envelope u_ij, None = 1
 
 
 class HEGNNLayer(nn.Module):
@@ -30,13 +37,12 @@ class HEGNNLayer(nn.Module):
 
     r_ij are the radial edge features (d_ij^2, or a Bessel basis times the envelope),
     e_ij the static edge attributes, ζ the inner-product map, u_ij the cutoff envelope
-    (1 without cutoff), agg the mean or the sum over neighbours divided by their
-    average count. All inputs are read from the layer-input state. ``lmax=None``
-    drops z and (E6): the EGNN layer. Without ``update_positions`` (E7) is skipped.
+    (1 without cutoff), agg the layer's aggregation (``"mean"`` or
+    ``"normalized_sum"``, hegnn/nn/aggregation.py). ``lmax=None`` drops z and (E6):
+    the EGNN layer. Without ``update_positions`` (E7) is skipped.
 
-    Shapes: ``h: [n, H]``, ``x: [n, 3]``, ``v: [n, (L+1)^2]``, ``x_ij: [n_edges, 3]``,
-    ``edge_index: [2, n_edges]`` (rows j, i), ``edge_features: [n_edges, d_e + d_r]``,
-    ``edge_weight: [n_edges]``, ``vel: [n, 3]``.
+    Shapes: ``h: [n, H]``, ``x: [n, 3]``, ``v: [n, (L+1)^2]``, ``vel: [n, 3]``;
+    edges as in :class:`Edges`.
     """
 
     def __init__(
@@ -45,6 +51,7 @@ class HEGNNLayer(nn.Module):
         edge_dim: int,
         lmax: int | None,
         activation: str = "silu",
+        aggregation: str = "mean",
         update_positions: bool = True,
         use_velocity: bool = False,
         bounded_inner_products: bool = True,
@@ -55,6 +62,7 @@ class HEGNNLayer(nn.Module):
         H = hidden_dim
         self.lmax = lmax
         self.coord_clamp = coord_clamp
+        self.aggregate = AGGREGATIONS[aggregation]()
         n_z = 0 if lmax is None else lmax + 1
         self.phi_m = MLP(
             2 * H + edge_dim + n_z, H, H, activation, final_activation=True
@@ -76,37 +84,33 @@ class HEGNNLayer(nn.Module):
         h: Tensor,
         x: Tensor,
         v: Tensor | None,
-        x_ij: Tensor,
-        edge_index: Tensor,
-        edge_features: Tensor,
-        aggregate: Aggregate,
-        edge_weight: Tensor | None = None,
+        edges: Edges,
         vel: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        j, i = edge_index
+        j, i = edges.index
         n = h.shape[0]
-        edge_inputs = edge_features
+        edge_inputs = edges.features
         if v is not None:
             z_ij = self.inner_products(v[i], v[j])  # [n_edges, L+1]   E4
-            edge_inputs = torch.cat([edge_features, z_ij], dim=-1)
+            edge_inputs = torch.cat([edge_inputs, z_ij], dim=-1)
         no_inputs = edge_inputs[:, :0]
         m_ij = self.phi_m.forward_pairwise(h, i, j, no_inputs, edge_inputs)  # E5
-        u = 1.0 if edge_weight is None else edge_weight.unsqueeze(-1)
+        u = 1.0 if edges.weight is None else edges.weight.unsqueeze(-1)
 
         v_new = v
         if v is not None:
             g_ij = self.phi_v(m_ij)[:, self.degree]  # [n_edges, (L+1)^2]
-            v_new = v + aggregate(u * g_ij * (v[i] - v[j]), i, n)  # E6
+            v_new = v + self.aggregate(u * g_ij * (v[i] - v[j]), i, n)  # E6
 
         x_new = x
         if self.phi_x is not None:
-            dx_ij = x_ij * self.phi_x(m_ij)  # [n_edges, 3]
+            dx_ij = edges.vectors * self.phi_x(m_ij)  # [n_edges, 3]
             if self.coord_clamp is not None:  # clamp the length: stays equivariant
                 length = dx_ij.norm(dim=-1, keepdim=True)
                 dx_ij = dx_ij * (self.coord_clamp / length.clamp(min=self.coord_clamp))
-            x_new = x + aggregate(u * dx_ij, i, n)  # E7
+            x_new = x + self.aggregate(u * dx_ij, i, n)  # E7
             if self.phi_vel is not None and vel is not None:
                 x_new = x_new + self.phi_vel(h) * vel
 
-        h_new = self.phi_h(torch.cat([h, aggregate(u * m_ij, i, n)], dim=-1))  # E8
+        h_new = self.phi_h(torch.cat([h, self.aggregate(u * m_ij, i, n)], dim=-1))  # E8
         return h_new, x_new, v_new

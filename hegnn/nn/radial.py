@@ -51,3 +51,38 @@ class BesselBasis(nn.Module):
     def forward(self, d: Tensor) -> Tensor:
         d = d.unsqueeze(-1)
         return self.prefactor * torch.sin(self.n_pi * d / self.r_max) / d
+
+
+class BesselRadial(nn.Module):
+    r"""Radial edge features of potential models: r_ij = b(d_ij) u(d_ij), and u.
+
+    Smooth at the cutoff (u and its slope vanish at r_max), so E is smooth when
+    atoms cross it. ``forward(d [n_edges])`` -> ``([n_edges, num_basis], [n_edges])``;
+    ``initial`` is the same (E2 and the layers use one basis).
+    """
+
+    def __init__(self, r_max: float, num_basis: int = 8, p: int = 6) -> None:
+        super().__init__()
+        self.num_features = num_basis
+        self.bessel = BesselBasis(r_max, num_basis)
+        self.envelope = PolynomialEnvelope(r_max, p)
+
+    def forward(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        u = self.envelope(d)
+        return self.bessel(d) * u.unsqueeze(-1), u
+
+    def initial(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        return self(d)
+
+
+class DistanceRadial(nn.Module):
+    r"""Radial edge features of the paper's dynamics tasks: d_ij in E2, d_ij^2 in
+    E5, no cutoff weight (``None``). Shapes: ``[n_edges]`` -> ``[n_edges, 1]``."""
+
+    num_features = 1
+
+    def forward(self, d: Tensor) -> tuple[Tensor, None]:
+        return (d * d).unsqueeze(-1), None
+
+    def initial(self, d: Tensor) -> tuple[Tensor, None]:
+        return d.unsqueeze(-1), None

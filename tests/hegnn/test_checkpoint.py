@@ -95,3 +95,37 @@ def test_cuda_saved_checkpoint_loads_on_cpu(tmp_path) -> None:
     save(model, tmp_path / "gpu", {})
     loaded, _ = load(tmp_path / "gpu", device="cpu")
     assert next(loaded.parameters()).device.type == "cpu"
+
+
+def _as_format_v1(path) -> None:
+    """Rewrite a saved checkpoint in the first format's weight layout (what the
+    first shipped checkpoints hold): one shared avg_num_neighbors, the Bessel basis
+    at backbone.bessel, a backbone.species buffer."""
+    from safetensors.torch import load_file, save_file
+
+    from hegnn.checkpoint import sha256_file
+
+    weights = path / "model.safetensors"
+    state = load_file(weights)
+    card = json.loads((path / "card.json").read_text())
+    shared = [k for k in state if k.endswith("aggregate.avg_num_neighbors")]
+    state["backbone.avg_num_neighbors"] = state[shared[0]].clone()
+    for key in shared:
+        del state[key]
+    state["backbone.bessel.n_pi"] = state.pop("backbone.radial.bessel.n_pi")
+    state["backbone.species"] = torch.tensor(card["model"]["species"])
+    save_file(state, weights)
+    card.update(format_version=1, weights_sha256=sha256_file(weights))
+    (path / "card.json").write_text(json.dumps(card))
+
+
+def test_format_1_checkpoints_load_to_the_same_model(potential_dir) -> None:
+    model, path = potential_dir
+    _as_format_v1(path)
+    loaded, card = load(path, dtype=torch.float64)
+    assert card.format_version == 1
+    s = random_structure(7, seed=31)
+    a = model(make_graph_data(model.config, s.positions, s.numbers))
+    b = loaded(make_graph_data(model.config, s.positions, s.numbers))
+    assert torch.equal(a["energy"], b["energy"])
+    assert torch.equal(a["forces"], b["forces"])
