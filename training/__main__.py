@@ -1,5 +1,6 @@
-"""`python -m training ...` is the `hegnn` command where no console script exists."""
+"""`python -m training ...`: an alias of `python -m hegnn_cli`, the `hegnn` command
+where no console script exists."""
 
-from training.cli import app
+from hegnn_cli import app
 
 app(prog_name="hegnn")

@@ -1,5 +1,6 @@
 """`hegnn train` and `hegnn eval`."""
 
+import copy
 import json
 import logging
 import shlex
@@ -11,7 +12,7 @@ import typer
 
 from hegnn import load
 from hegnn.checkpoint import add_card_metrics
-from training.config import TrainConfig, apply_overrides, load_config
+from training.config import apply_overrides, load_config, stored_config
 from training.evaluate import evaluate
 from training.prepare import prepare
 from training.train import Interrupted, run_training
@@ -86,9 +87,9 @@ def evaluate_checkpoint(
 ) -> dict:
     """Rebuild the card's data protocol (optionally on another file) and score."""
     model, card = load(checkpoint)
-    raw = dict(card.model_extra["training"]["config"])
+    raw = copy.deepcopy(card.model_extra["training"]["config"])
     overrides = [f"data.path={data}"] if data else []
-    cfg = TrainConfig.model_validate(apply_overrides(raw, overrides))
+    cfg = stored_config(apply_overrides(raw, overrides))
     graphs = prepare(cfg).splits[split]
     graphs = graphs[:limit] if limit else graphs  # built in the card's dtype
     return {

@@ -1,10 +1,18 @@
-"""TrainConfig: one frozen, validated object from YAML plus ``--set key=value``."""
+"""TrainConfig: one frozen, validated object from YAML plus ``--set key=value``.
+
+The ``model:`` section is hegnn's :class:`~hegnn.config.Architecture` (the network
+and its input-rule parameters, as stored in every card). The ``data:`` section is a
+discriminated union on the training task: each task's section holds only its own
+fields, and the top-level ``task`` selects it.
+"""
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hegnn.config import Architecture, RuleName
 
 TaskName = Literal["nbody", "md17-traj", "md17-force"]
 
@@ -13,34 +21,75 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ModelSection(Frozen):
-    """Architecture; task and feature rule follow from the training task."""
+class DataBase(Frozen):
+    """Fields of every task. ``features`` is the input rule (hegnn/rules/) the
+    task's models use: the one place a training task names its rule."""
 
-    lmax: int | None = Field(3, ge=0, le=6, description="None = EGNN baseline")
-    hidden_dim: int = Field(64, ge=1)
-    num_layers: int = Field(4, ge=1)
-    activation: Literal["silu", "softplus", "tanh"] = "silu"
-    r_max: float | None = Field(None, gt=0, description="cutoff, Å (md17-force)")
-    num_bessel: int = Field(8, ge=1)
-    inner_product_map: Literal["bounded", "identity"] = "bounded"
-    coord_gain: float = Field(1.0, gt=0)
-    coord_clamp: float | None = Field(None, gt=0)
+    features: ClassVar[RuleName]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _other_tasks_fields(cls, raw: Any) -> Any:
+        """Refuse, by name, a field that belongs to another task's data section."""
+        if not isinstance(raw, dict):
+            return raw
+        task = cls.model_fields["task"].default
+        for key in raw:
+            owners = [t for t, s in DATA_SECTIONS.items() if key in s.model_fields]
+            if key not in cls.model_fields and owners:
+                raise ValueError(
+                    f"{key}: a data field of task {' / '.join(owners)}, not of "
+                    f"task {task}; remove it"
+                )
+        return raw
 
-class DataSection(Frozen):
     path: Path = Field(description="dataset file (.npz of `hegnn data`, or MD17 file)")
-    unit: str | None = Field(None, description="energy unit of an extxyz file")
-    frame_in: int = Field(30, ge=0, description="nbody: input frame")
-    frame_out: int = Field(40, ge=0, description="nbody: target frame")
-    rotate_test: bool = Field(True, description="nbody: also score rotated test")
-    delta: int = Field(3000, ge=1, description="md17-traj: frames ahead")
-    margin: int = Field(10000, ge=0, description="md17-traj: candidate margin")
-    split_seed: int = Field(100, description="md17-traj: GMN split seed")
     sizes: tuple[int, int, int] | None = Field(
         None, description="train/val/test sizes (default: the protocol's)"
     )
-    seed: int = Field(0, description="md17-force: split seed")
-    frame_time_fs: float = Field(0.5, gt=0, description="md17-traj: fs per frame")
+
+
+class NBodyData(DataBase):
+    """Charged N-body (EGNN protocol): x, v at ``frame_in`` -> x at ``frame_out``."""
+
+    features: ClassVar[RuleName] = "nbody"
+
+    task: Literal["nbody"] = Field("nbody", exclude=True)
+    frame_in: int = Field(30, ge=0, description="input frame")
+    frame_out: int = Field(40, ge=0, description="target frame")
+    rotate_test: bool = Field(True, description="also score a rotated test split")
+
+
+class MD17TrajData(DataBase):
+    """GMN's MD17 trajectory protocol: heavy atoms, x at t -> x at t + delta."""
+
+    features: ClassVar[RuleName] = "md17-traj"
+
+    task: Literal["md17-traj"] = Field("md17-traj", exclude=True)
+    unit: str | None = Field(None, description="energy unit of an extxyz file")
+    delta: int = Field(3000, ge=1, description="frames ahead")
+    margin: int = Field(10000, ge=0, description="candidate margin (frames)")
+    split_seed: int = Field(100, description="GMN split seed")
+    frame_time_fs: float = Field(0.5, gt=0, description="fs per frame")
+
+
+class MD17ForceData(DataBase):
+    """Energies and forces of molecular frames (force fields)."""
+
+    features: ClassVar[RuleName] = "species"
+
+    task: Literal["md17-force"] = Field("md17-force", exclude=True)
+    unit: str | None = Field(None, description="energy unit of an extxyz file")
+    seed: int = Field(0, description="split seed")
+
+
+DataSection = Annotated[
+    NBodyData | MD17TrajData | MD17ForceData, Field(discriminator="task")
+]
+DATA_SECTIONS: dict[str, type[DataBase]] = {
+    section.model_fields["task"].default: section
+    for section in (NBodyData, MD17TrajData, MD17ForceData)
+}
 
 
 class OptimSection(Frozen):
@@ -69,7 +118,7 @@ class TrainConfig(Frozen):
 
     name: str = Field(description="checkpoint name (folder name, API model name)")
     task: TaskName
-    model: ModelSection = ModelSection()
+    model: Architecture = Architecture()
     data: DataSection
     optim: OptimSection = OptimSection()
     seed: int = 0
@@ -77,6 +126,67 @@ class TrainConfig(Frozen):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     run_dir: Path = Field(Path("runs"), description="logs and resume state go here")
     checkpoint_dir: Path = Field(Path("checkpoints"), description="final model here")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_selects_data(cls, raw: Any) -> Any:
+        """Put the top-level ``task`` into ``data``: the union's discriminator."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+            return raw
+        task, data = raw.get("task"), raw["data"]
+        if task not in DATA_SECTIONS:  # the task field's own error names the choices
+            return raw
+        if data.get("task", task) != task:
+            raise ValueError(
+                f"data.task: {data['task']!r} differs from task {task!r}; "
+                "set the task at the top level only"
+            )
+        return {**raw, "data": {**data, "task": task}}
+
+
+# The data section before it became one class per task: every field on every task.
+# Stored training configs (card.json "training.config", run state) hold them all;
+# the other tasks' fields were ignored, so those at these defaults are dropped.
+LEGACY_DATA_DEFAULTS: dict[str, Any] = {
+    "unit": None,
+    "frame_in": 30,
+    "frame_out": 40,
+    "rotate_test": True,
+    "delta": 3000,
+    "margin": 10000,
+    "split_seed": 100,
+    "sizes": None,
+    "seed": 0,
+    "frame_time_fs": 0.5,
+}
+
+
+def migrate_stored_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stored training config (card, run state) in today's form: the data fields
+    of other tasks, written at their defaults by the old one-class data section,
+    are dropped. Anything else, including such a field set to another value (never
+    written by ``hegnn train``), is left for validation to refuse."""
+    section = DATA_SECTIONS.get(raw.get("task"))  # type: ignore[arg-type]
+    data = raw.get("data")
+    if section is None or not isinstance(data, dict):
+        return raw
+    kept = {
+        key: value
+        for key, value in data.items()
+        if key in section.model_fields
+        or key not in LEGACY_DATA_DEFAULTS
+        or _stored_value(value) != LEGACY_DATA_DEFAULTS[key]
+    }
+    return {**raw, "data": kept}
+
+
+def _stored_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def stored_config(raw: dict[str, Any]) -> TrainConfig:
+    """Validate a training config read back from a card or a run state."""
+    return TrainConfig.model_validate(migrate_stored_config(raw))
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from hegnn.device import resolve_device
+
 
 @dataclass(frozen=True)
 class Context:
@@ -16,17 +18,6 @@ class Context:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """auto -> CUDA when present, else CPU; a clear error for cuda without CUDA."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device: cuda requested but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def setup(device: str) -> Context:

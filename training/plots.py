@@ -1,5 +1,6 @@
 """Loss curves from a run's metrics.jsonl (matplotlib, no display needed)."""
 
+import gzip
 import json
 from pathlib import Path
 
@@ -10,8 +11,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def read_metrics(metrics_file: Path) -> list[dict]:
-    """The records of a run's metrics.jsonl, one per epoch."""
-    return [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    """The records of a run's metrics.jsonl (or a kept ``.jsonl.gz``), one per epoch."""
+    if metrics_file.suffix == ".gz":
+        text = gzip.decompress(metrics_file.read_bytes()).decode()
+    else:
+        text = metrics_file.read_text()
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def plot_curves(metrics_file: Path, out: Path, val_key: str) -> Path | None:

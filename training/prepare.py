@@ -1,5 +1,11 @@
-"""From a TrainConfig to graphs per split, the ModelConfig and the data's record."""
+"""From a TrainConfig to graphs per split, the ModelConfig and the data's record.
 
+Each training task (its data section, training/config.py) names the input rule its
+models use; the ModelConfig is built first, from the architecture and that rule,
+and the datasets then build every graph through it (``hegnn.make_graph_data``).
+"""
+
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,10 +16,18 @@ from torch_geometric.data import Data
 
 from hegnn import keys
 from hegnn.config import ModelConfig
-from training.config import TrainConfig
-from training.data.md17 import load_frames
+from hegnn.rules import RULES, input_rule
+from training.config import (
+    DataBase,
+    MD17ForceData,
+    MD17TrajData,
+    NBodyData,
+    TrainConfig,
+)
+from training.data.md17 import MD17Frames, load_frames
 from training.data.store import file_sha256, read_metadata
 from training.data.tasks import (
+    SPLITS,
     fit_reference_energies,
     md17_force_dataset,
     md17_trajectory_dataset,
@@ -22,6 +36,7 @@ from training.data.tasks import (
 
 NBODY_STEPS_PER_FRAME = 100  # both N-body protocols save every 100th step
 NBODY_DT = 0.001
+DEFAULT_R_MAX = 5.0  # Å, force fields without model.r_max
 
 
 @dataclass
@@ -36,81 +51,116 @@ class Prepared:
     units: dict[str, str] = field(default_factory=dict)
 
 
+def model_config(config: TrainConfig, **derived: Any) -> ModelConfig:
+    """The run's ModelConfig: the ``model:`` architecture, the input rule the data
+    section names (which fixes the task: potential or dynamics), and ``derived``
+    fields that follow from the data (species, r_max)."""
+    rule = RULES[config.data.features]
+    fields = {**config.model.model_dump(), **derived}
+    return ModelConfig(task=rule.task, features=rule.name, **fields)
+
+
 def prepare(config: TrainConfig) -> Prepared:
     """Load the task's data and derive the architecture and statistics."""
-    dtype = getattr(torch, config.dtype)
     d = config.data
-    arch = config.model.model_dump()
     data_card = {
         "path": str(d.path),
         "sha256": file_sha256(d.path),
         "content_sha256": content_sha256(d.path),
         "task": config.task,
     }
-    if config.task == "nbody":
-        splits = {
-            s: nbody_dataset(d.path, s, d.frame_in, d.frame_out, dtype=dtype)
-            for s in ("train", "val", "test")
-        }
-        if d.rotate_test:
-            splits["test_rotated"] = nbody_dataset(
-                d.path,
-                "test",
-                d.frame_in,
-                d.frame_out,
-                rotate=True,
-                seed=config.seed,
-                dtype=dtype,
-            )
-        if d.sizes:
-            splits = _truncate(splits, d.sizes)
-        arch.pop("r_max")
-        model_config = ModelConfig(task="dynamics", features="nbody", **arch)
-        steps = (d.frame_out - d.frame_in) * NBODY_STEPS_PER_FRAME
-        data_card.update(frames=[d.frame_in, d.frame_out], protocol_steps=steps)
-        units = {
-            "positions": "simulation length unit",
-            "velocities": "length / time unit (dt = 0.001 per integrator step)",
-            "time": f"time unit; the model advances {steps * NBODY_DT:g}",
-        }
-        return Prepared(splits, model_config, steps * NBODY_DT, {}, data_card, units)
+    return PREPARE[type(d)](config, data_card)
 
-    frames = load_frames(d.path, d.unit)
-    data_card["source"] = frames.source
-    if config.task == "md17-traj":
-        sizes = d.sizes or (500, 2000, 2000)
-        splits = md17_trajectory_dataset(
-            frames, d.delta, d.split_seed, sizes, d.margin, dtype=dtype
-        )
-        arch.pop("r_max")
-        model_config = ModelConfig(task="dynamics", features="md17-traj", **arch)
-        data_card.update(
-            delta_frames=d.delta,
-            margin=d.margin,
-            split_seed=d.split_seed,
-            sizes=list(sizes),
-            frame_time_fs=d.frame_time_fs,
-        )
-        units = {
-            "positions": "Å",
-            "velocities": f"Å/frame (1 frame = {d.frame_time_fs:g} fs)",
-            "time": f"frames; the model advances {d.delta} frames "
-            f"= {d.delta * d.frame_time_fs:g} fs",
-        }
-        return Prepared(splits, model_config, float(d.delta), {}, data_card, units)
 
-    sizes = d.sizes or (650, 50, 100)
-    r_max = config.model.r_max or 5.0
-    splits = md17_force_dataset(frames, r_max, sizes, d.seed, dtype=dtype)
-    arch["r_max"] = r_max
+def _prepare_nbody(config: TrainConfig, data_card: dict[str, Any]) -> Prepared:
+    d: NBodyData = config.data  # type: ignore[assignment]
+    dtype = getattr(torch, config.dtype)
+    mc = model_config(config, r_max=None)
+    splits = {
+        s: nbody_dataset(mc, d.path, s, d.frame_in, d.frame_out, dtype=dtype)
+        for s in SPLITS
+    }
+    if d.rotate_test:
+        splits["test_rotated"] = nbody_dataset(
+            mc,
+            d.path,
+            "test",
+            d.frame_in,
+            d.frame_out,
+            rotate=True,
+            seed=config.seed,
+            dtype=dtype,
+        )
+    if d.sizes:
+        splits = _truncate(splits, d.sizes)
+    steps = (d.frame_out - d.frame_in) * NBODY_STEPS_PER_FRAME
+    data_card.update(frames=[d.frame_in, d.frame_out], protocol_steps=steps)
+    units = {
+        keys.POSITIONS: input_rule(mc).length_unit,
+        keys.VELOCITIES: "length / time unit (dt = 0.001 per integrator step)",
+        keys.TIME: f"time unit; the model advances {steps * NBODY_DT:g}",
+    }
+    return Prepared(splits, mc, steps * NBODY_DT, {}, data_card, units)
+
+
+def _prepare_md17_traj(config: TrainConfig, data_card: dict[str, Any]) -> Prepared:
+    d: MD17TrajData = config.data  # type: ignore[assignment]
+    frames = _frames(d, data_card)
+    mc = model_config(config, r_max=None)
+    sizes = d.sizes or (500, 2000, 2000)
+    splits = md17_trajectory_dataset(
+        frames,
+        mc,
+        d.delta,
+        d.split_seed,
+        sizes,
+        d.margin,
+        dtype=getattr(torch, config.dtype),
+    )
+    data_card.update(
+        delta_frames=d.delta,
+        margin=d.margin,
+        split_seed=d.split_seed,
+        sizes=list(sizes),
+        frame_time_fs=d.frame_time_fs,
+    )
+    length = input_rule(mc).length_unit
+    units = {
+        keys.POSITIONS: length,
+        keys.VELOCITIES: f"{length}/frame (1 frame = {d.frame_time_fs:g} fs)",
+        keys.TIME: f"frames; the model advances {d.delta} frames "
+        f"= {d.delta * d.frame_time_fs:g} {keys.UNITS[keys.TIME]}",
+    }
+    return Prepared(splits, mc, float(d.delta), {}, data_card, units)
+
+
+def _prepare_md17_force(config: TrainConfig, data_card: dict[str, Any]) -> Prepared:
+    d: MD17ForceData = config.data  # type: ignore[assignment]
+    frames = _frames(d, data_card)
     species = tuple(sorted({int(z) for z in frames.numbers}))
-    model_config = ModelConfig(
-        task="potential", features="species", species=species, **arch
+    mc = model_config(
+        config, r_max=config.model.r_max or DEFAULT_R_MAX, species=species
+    )
+    sizes = d.sizes or (650, 50, 100)
+    splits = md17_force_dataset(
+        frames, mc, sizes, d.seed, dtype=getattr(torch, config.dtype)
     )
     data_card.update(sizes=list(sizes), split_seed=d.seed)
-    units = {"energy": "eV", "forces": "eV/Å", "positions": "Å"}
     statistics = potential_statistics(splits["train"], species)
-    return Prepared(splits, model_config, None, statistics, data_card, units)
+    return Prepared(splits, mc, None, statistics, data_card, dict(keys.POTENTIAL_UNITS))
+
+
+def _frames(d: MD17TrajData | MD17ForceData, data_card: dict[str, Any]) -> MD17Frames:
+    frames = load_frames(d.path, d.unit)
+    data_card["source"] = frames.source
+    return frames
+
+
+PREPARE: dict[type[DataBase], Callable[[TrainConfig, dict[str, Any]], Prepared]] = {
+    NBodyData: _prepare_nbody,
+    MD17TrajData: _prepare_md17_traj,
+    MD17ForceData: _prepare_md17_force,
+}
 
 
 def content_sha256(path: Path) -> str | None:

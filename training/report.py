@@ -6,6 +6,7 @@ also keeps their metric logs and loss curves beside the table (``curves/``) and 
 each HEGNN against its EGNN twin.
 """
 
+import gzip
 import json
 import shutil
 from collections import defaultdict
@@ -101,14 +102,26 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "" if value is None else str(value)
 
 
+LOG_SUFFIX = ".jsonl.gz"  # kept logs are data, not sources: gzip (mtime 0)
+
+
+def kept_log(curves: Path, name: str) -> Path:
+    """Where ``hegnn report`` keeps a checkpoint's metrics log."""
+    return curves / f"{name}{LOG_SUFFIX}"
+
+
 def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
-    """Copy each checkpoint's metrics log and loss curve from ``runs/<name>/``."""
+    """Keep each checkpoint's metrics log (gzipped) and loss curve from
+    ``runs/<name>/``."""
     curves.mkdir(parents=True, exist_ok=True)
     for r in rows:
-        for source, target in ((METRICS_FILE, ".jsonl"), ("curve.png", ".png")):
-            path = runs / r["name"] / source
-            if path.is_file():
-                shutil.copyfile(path, curves / f"{r['name']}{target}")
+        log = runs / r["name"] / METRICS_FILE
+        if log.is_file():
+            packed = gzip.compress(log.read_bytes(), compresslevel=9, mtime=0)
+            kept_log(curves, r["name"]).write_bytes(packed)
+        curve = runs / r["name"] / "curve.png"
+        if curve.is_file():
+            shutil.copyfile(curve, curves / f"{r['name']}.png")
 
 
 def twins(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -129,7 +142,7 @@ def plot_twins(rows: list[dict[str, Any]], curves: Path) -> list[str]:
     """``compare-<hegnn>.png`` for each twin pair with both logs; their file names."""
     written = []
     for hegnn, egnn in twins(rows):
-        logs = {r["architecture"]: curves / f"{r['name']}.jsonl" for r in (hegnn, egnn)}
+        logs = {r["architecture"]: kept_log(curves, r["name"]) for r in (hegnn, egnn)}
         if not all(path.is_file() for path in logs.values()):
             continue
         png = curves / f"compare-{hegnn['name']}.png"
@@ -189,7 +202,7 @@ def markdown(rows: list[dict[str, Any]], comparisons: Sequence[str] = ()) -> str
             "## HEGNN against its EGNN twin during training",
             "",
             "Validation metric against epoch (left) and wall-clock time (right); the "
-            "logs are `curves/<name>.jsonl`.",
+            "logs are `curves/<name>.jsonl.gz`.",
             "",
         ]
         lines += [f"![{png}](curves/{png})" for png in comparisons]

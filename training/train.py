@@ -22,8 +22,9 @@ from torch.utils.data.distributed import DistributedSampler
 from torch_geometric.loader import DataLoader
 
 from hegnn import build_model, keys, save
+from hegnn.rules import input_rule
 from training import distributed
-from training.config import TrainConfig
+from training.config import TrainConfig, stored_config
 from training.evaluate import evaluate
 from training.metrics import dynamics_loss, potential_loss, primary_metric
 from training.plots import plot_curves
@@ -75,6 +76,16 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> set[tuple[str, 
         elif a != b:
             changes.add((section,))
     return changes
+
+
+def _saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run state's config in today's form (defaults of fields added since filled
+    in, other tasks' data fields of old states dropped); as saved if it no longer
+    validates, so that the comparison reports the difference."""
+    try:
+        return stored_config(saved).model_dump(mode="json")
+    except ValueError:
+        return saved
 
 
 class Trainer:
@@ -162,7 +173,9 @@ class Trainer:
         if not path.is_file():
             return False
         state = torch.load(path, map_location=self.ctx.device, weights_only=True)
-        changes = _config_changes(state["config"], self.config.model_dump(mode="json"))
+        changes = _config_changes(
+            _saved_config(state["config"]), self.config.model_dump(mode="json")
+        )
         if changes - RESUMABLE_CHANGES:
             raise ValueError(
                 f"{path}: the saved run used another config ({sorted(changes)}); "
@@ -342,7 +355,7 @@ class Trainer:
             },
             "units": p.units,
             "normalisation": p.statistics,
-            "graph": _graph_rule(p.model_config),
+            "graph": input_rule(p.model_config).describe(),
             "metrics": metrics,
             "training": {
                 "command": self.command,
@@ -363,14 +376,6 @@ class Trainer:
 def _arch(prepared: Prepared) -> str:
     lmax = prepared.model_config.lmax
     return "EGNN" if lmax is None else f"HEGNN L={lmax}"
-
-
-def _graph_rule(config) -> str:
-    if config.features == "species":
-        return f"radius graph, cutoff {config.r_max} Å, polynomial envelope p=6 (vesin)"
-    if config.features == "nbody":
-        return "fully connected"
-    return "bonds (< 1.6 Å in the input frame) + 2-hop pairs, heavy atoms only"
 
 
 def _progress(enabled: bool):

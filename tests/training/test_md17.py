@@ -7,7 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hegnn import keys
+from hegnn import InputError, StructureInput, input_rule, keys, make_graph_data
+from hegnn.config import ModelConfig
 from training.data.cli import data_app
 from training.data.md17 import load_frames, write_canonical
 from training.data.tasks import (
@@ -20,6 +21,24 @@ from training.data.tasks import (
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "md17"
 KCAL = 0.0433641  # eV per kcal/mol (SOURCE.md)
+TRAJ = ModelConfig(task="dynamics", features="md17-traj", lmax=1, hidden_dim=8)
+
+
+def assert_served_graph_plus(g, served, *targets: str) -> None:
+    """``g`` is ``served`` (same fields, dtypes and values) plus ``targets``."""
+    assert set(g.keys()) == {*served.keys(), *targets}
+    for key in served.keys():
+        a, b = g[key], served[key]
+        if isinstance(b, torch.Tensor):
+            assert a.dtype == b.dtype and torch.equal(a, b), key
+        else:
+            assert a == b, key
+
+
+def force_field(r_max: float) -> ModelConfig:
+    return ModelConfig(
+        task="potential", features="species", species=(1, 6, 8), r_max=r_max
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +135,9 @@ def test_gmn_frames_needed() -> None:
 
 def test_md17_trajectory_dataset_on_real_ethanol(ethanol) -> None:
     delta, margin, sizes = 500, 500, (40, 20, 20)
-    out = md17_trajectory_dataset(ethanol, delta=delta, sizes=sizes, margin=margin)
+    out = md17_trajectory_dataset(
+        ethanol, TRAJ, delta=delta, sizes=sizes, margin=margin
+    )
     assert [len(out[s]) for s in ("train", "val", "test")] == list(sizes)
     heavy = ethanol.positions[:, :3]  # C, C, O
     offsets = gmn_split(len(ethanol) - 1 - 2 * margin, 100)
@@ -142,16 +163,17 @@ def test_md17_trajectory_dataset_on_real_ethanol(ethanol) -> None:
 
 def test_md17_trajectory_dataset_errors(ethanol) -> None:
     with pytest.raises(ValueError, match="split needs 41001 frames"):
-        md17_trajectory_dataset(ethanol, delta=500, margin=500)
+        md17_trajectory_dataset(ethanol, TRAJ, delta=500, margin=500)
     with pytest.raises(ValueError, match="margin"):
-        md17_trajectory_dataset(ethanol, delta=3000, margin=10000)
+        md17_trajectory_dataset(ethanol, TRAJ, delta=3000, margin=10000)
     with pytest.raises(ValueError, match="delta"):
-        md17_trajectory_dataset(ethanol, delta=1500, margin=100, sizes=(5, 5, 5))
+        md17_trajectory_dataset(ethanol, TRAJ, delta=1500, margin=100, sizes=(5, 5, 5))
 
 
 def test_md17_force_dataset(ethanol) -> None:
     r_max = 3.0
-    out = md17_force_dataset(ethanol, r_max, sizes=(6, 2, 3), seed=1)
+    config = force_field(r_max)
+    out = md17_force_dataset(ethanol, config, sizes=(6, 2, 3), seed=1)
     assert [len(out[s]) for s in ("train", "val", "test")] == [6, 2, 3]
     g = out["val"][1]
     assert g[keys.ENERGY].shape == (1,) and g[keys.ENERGY].dtype == torch.float64
@@ -165,10 +187,63 @@ def test_md17_force_dataset(ethanol) -> None:
     got = set(map(tuple, g[keys.EDGE_INDEX].T.tolist()))
     assert got == expected
     assert torch.all(g[keys.EDGE_SHIFTS] == 0)
-    again = md17_force_dataset(ethanol, r_max, sizes=(6, 2, 3), seed=1)
+    again = md17_force_dataset(ethanol, config, sizes=(6, 2, 3), seed=1)
     assert torch.equal(again["val"][1][keys.ENERGY], g[keys.ENERGY])
     with pytest.raises(ValueError, match="sizes"):
-        md17_force_dataset(ethanol, r_max, sizes=(2000, 1, 0))
+        md17_force_dataset(ethanol, config, sizes=(2000, 1, 0))
+
+
+def test_md17_datasets_build_graphs_by_make_graph_data(ethanol) -> None:
+    """Training graphs are the service's graphs of the same structure plus targets
+    (md17-traj: edges from the trajectory's frame 0, heavy atoms)."""
+    for dtype in (torch.float32, torch.float64):
+        traj = md17_trajectory_dataset(
+            ethanol, TRAJ, delta=100, margin=100, sizes=(4, 2, 2), dtype=dtype
+        )
+        g = traj["val"][1]
+        t = int(gmn_split(len(ethanol) - 1 - 200, 100)[1][1]) + 100
+        heavy = ethanol.numbers > 1
+        r = ethanol.positions[:, heavy]
+        served = make_graph_data(
+            TRAJ,
+            r[t],
+            numbers=ethanol.numbers[heavy],
+            velocities=r[t + 1] - r[t],
+            dtype=dtype,
+            graph_positions=r[0],
+        )
+        assert_served_graph_plus(g, served, keys.TARGET_POSITIONS)
+
+        config = force_field(3.0)
+        ff = md17_force_dataset(ethanol, config, sizes=(3, 1, 1), seed=2, dtype=dtype)
+        f = int(np.random.default_rng(2).permutation(len(ethanol))[3])
+        g = ff["val"][0]
+        served = make_graph_data(
+            config, ethanol.positions[f], numbers=ethanol.numbers, dtype=dtype
+        )
+        assert_served_graph_plus(g, served, keys.ENERGY, keys.FORCES)
+        assert g[keys.ENERGY].dtype == torch.float64
+
+
+def test_heavy_atoms_only_drops_and_refuses_hydrogens(ethanol) -> None:
+    out = md17_trajectory_dataset(ethanol, TRAJ, delta=100, margin=100, sizes=(2, 1, 1))
+    assert out["train"][0][keys.NUMBERS].tolist() == [6, 6, 8]  # no H in the data
+    rule = input_rule(TRAJ)
+    v = np.zeros((9, 3))
+    with pytest.raises(InputError) as err:
+        rule.check(StructureInput(ethanol.positions[0], ethanol.numbers, v))
+    assert err.value.field == keys.NUMBERS and "hydrogen" in err.value.message
+    heavy = ethanol.numbers > 1
+    rule.check(
+        StructureInput(ethanol.positions[0][heavy], ethanol.numbers[heavy], v[:3])
+    )
+    # a model that sees every atom keeps (and accepts) the hydrogens
+    every = TRAJ.model_copy(update={"heavy_atoms_only": False})
+    out = md17_trajectory_dataset(
+        ethanol, every, delta=100, margin=100, sizes=(2, 1, 1)
+    )
+    assert out["train"][0][keys.NUMBERS].tolist() == ethanol.numbers.tolist()
+    input_rule(every).check(StructureInput(ethanol.positions[0], ethanol.numbers, v))
 
 
 def test_fit_reference_energies() -> None:

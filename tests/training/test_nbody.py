@@ -7,7 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hegnn import keys
+from hegnn import keys, make_graph_data
+from hegnn.config import ModelConfig
 from training.data.cli import data_app
 from training.data.nbody import (
     coulomb_forces,
@@ -18,6 +19,19 @@ from training.data.nbody import (
     total_energy,
 )
 from training.data.tasks import nbody_dataset, rotation_xyz
+
+NBODY = ModelConfig(task="dynamics", features="nbody", lmax=1, hidden_dim=8)
+
+
+def assert_served_graph_plus(g, served, *targets: str) -> None:
+    """``g`` is ``served`` (same fields, dtypes and values) plus ``targets``."""
+    assert set(g.keys()) == {*served.keys(), *targets}
+    for key in served.keys():
+        a, b = g[key], served[key]
+        if isinstance(b, torch.Tensor):
+            assert a.dtype == b.dtype and torch.equal(a, b), key
+        else:
+            assert a == b, key
 
 
 def synced_energy(x: np.ndarray, v: np.ndarray, q: np.ndarray, dt: float) -> np.ndarray:
@@ -134,7 +148,7 @@ def test_egnn_file_layout(nbody_file) -> None:
 
 
 def test_nbody_dataset_fields(nbody_file) -> None:
-    graphs = nbody_dataset(nbody_file, "val")
+    graphs = nbody_dataset(NBODY, nbody_file, "val")
     raw = np.load(nbody_file)
     assert len(graphs) == 3
     g = graphs[1]
@@ -151,17 +165,35 @@ def test_nbody_dataset_fields(nbody_file) -> None:
     )
     np.testing.assert_array_equal(g[keys.CHARGES].numpy(), raw["charges"][s])
     with pytest.raises(ValueError, match="frame_out"):
-        nbody_dataset(nbody_file, "val", frame_out=49)
+        nbody_dataset(NBODY, nbody_file, "val", frame_out=49)
     with pytest.raises(ValueError, match="split"):
-        nbody_dataset(nbody_file, "valid")
+        nbody_dataset(NBODY, nbody_file, "valid")
+
+
+def test_nbody_dataset_graph_is_make_graph_data(nbody_file) -> None:
+    """Training builds its graphs by the service's path; only the target is added."""
+    raw = np.load(nbody_file)
+    for dtype in (torch.float32, torch.float64):
+        g = nbody_dataset(NBODY, nbody_file, "train", dtype=dtype)[2]
+        s = raw["train_idx"][2]
+        served = make_graph_data(
+            NBODY,
+            raw["positions"][s, 30],
+            velocities=raw["velocities"][s, 30],
+            charges=raw["charges"][s],
+            dtype=dtype,
+        )
+        assert_served_graph_plus(g, served, keys.TARGET_POSITIONS)
 
 
 def test_nbody_dataset_rotation_is_seeded_per_sample(nbody_file) -> None:
-    plain = nbody_dataset(nbody_file, "test", dtype=torch.float64)
+    plain = nbody_dataset(NBODY, nbody_file, "test", dtype=torch.float64)
     rotated = nbody_dataset(
-        nbody_file, "test", rotate=True, seed=7, dtype=torch.float64
+        NBODY, nbody_file, "test", rotate=True, seed=7, dtype=torch.float64
     )
-    again = nbody_dataset(nbody_file, "test", rotate=True, seed=7, dtype=torch.float64)
+    again = nbody_dataset(
+        NBODY, nbody_file, "test", rotate=True, seed=7, dtype=torch.float64
+    )
     s = int(np.load(nbody_file)["test_idx"][0])
     r = rotation_xyz(*np.random.default_rng([7, s]).integers(0, 360, size=3))
     for key in (keys.POSITIONS, keys.VELOCITIES, keys.TARGET_POSITIONS):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from ase import units
 
+from hegnn import keys
 from training.data.store import file_sha256, read_metadata, write_npz
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def write_canonical(frames: MD17Frames, path: str | Path) -> dict[str, Any]:
         "format": CANONICAL_FORMAT,
         "version": 1,
         "generator": "hegnn-serve training.data.md17",
-        "units": {"positions": "Å", "energy": "eV", "forces": "eV/Å"},
+        "units": dict(keys.POTENTIAL_UNITS),
         "n_frames": len(frames),
         "n_atoms": len(frames.numbers),
         "source": {k: v for k, v in frames.source.items() if k != "metadata"},

@@ -1,5 +1,10 @@
 """Task datasets as lists of PyG ``Data`` graphs, fields named as in ``hegnn.keys``.
 
+Every sample's graph is built by :func:`hegnn.make_graph_data` with the model's
+``ModelConfig``, as the service and the calculator build theirs: the config's input
+rule (hegnn/rules/) decides the edges, the stored inputs and the atoms kept. The
+datasets add the targets.
+
 - ``nbody``: fully connected charges, (x, v) at one frame -> x at a later frame.
 - ``md17-traj``: GMN's trajectory protocol (HEGNN.md §8): heavy atoms, v = R[t+1] - R[t]
   (Å per frame), target x at t + Δ, one bond + 2-hop graph from trajectory frame 0.
@@ -14,7 +19,9 @@ import torch
 from torch_geometric.data import Data
 
 from hegnn import keys
-from hegnn.graph import bond_2hop_graph, full_graph, radius_graph
+from hegnn.config import ModelConfig
+from hegnn.inputs import make_graph_data
+from hegnn.rules import input_rule
 from training.data.md17 import MD17Frames
 
 logger = logging.getLogger(__name__)
@@ -33,6 +40,7 @@ def rotation_xyz(a_deg: float, b_deg: float, c_deg: float) -> np.ndarray:
 
 
 def nbody_dataset(
+    config: ModelConfig,
     npz_path: str | Path,
     split: str,
     frame_in: int = 30,
@@ -43,10 +51,11 @@ def nbody_dataset(
 ) -> list[Data]:
     """One graph per simulation of ``split`` in a file of ``hegnn data nbody``.
 
-    Fields: positions and velocities at ``frame_in``, charges, target_positions at
-    ``frame_out`` (simulation units), a fully connected edge_index shared by all
-    graphs. With ``rotate``, simulation s is rotated by Rx(a)Ry(b)Rz(c) with whole
-    degrees a, b, c drawn from ``default_rng([seed, s])`` (the rotated-test protocol).
+    Graphs of ``make_graph_data(config, ...)`` (nbody rule: fully connected, with
+    velocities and charges) at ``frame_in``, plus target_positions at ``frame_out``
+    (simulation units). With ``rotate``, simulation s is rotated by Rx(a)Ry(b)Rz(c)
+    with whole degrees a, b, c drawn from ``default_rng([seed, s])`` (the
+    rotated-test protocol).
     """
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
@@ -60,7 +69,6 @@ def nbody_dataset(
         x = npz["positions"][index][:, [frame_in, frame_out]]  # [S, 2, N, 3]
         v = npz["velocities"][index, frame_in]  # [S, N, 3]
         q = npz["charges"][index]
-    edge_index = full_graph(x.shape[2])
     graphs = []
     for k, s in enumerate(index):
         x_in, x_out, v_in = x[k, 0], x[k, 1], v[k]
@@ -68,14 +76,9 @@ def nbody_dataset(
             angles = np.random.default_rng([seed, int(s)]).integers(0, 360, size=3)
             r = rotation_xyz(*angles)
             x_in, x_out, v_in = x_in @ r.T, x_out @ r.T, v_in @ r.T
-        fields = {
-            keys.POSITIONS: x_in,
-            keys.VELOCITIES: v_in,
-            keys.CHARGES: q[k],
-            keys.TARGET_POSITIONS: x_out,
-            keys.EDGE_INDEX: edge_index,
-        }
-        graphs.append(_graph(fields, dtype))
+        data = make_graph_data(config, x_in, velocities=v_in, charges=q[k], dtype=dtype)
+        data[keys.TARGET_POSITIONS] = torch.as_tensor(x_out, dtype=dtype)
+        graphs.append(data)
     return graphs
 
 
@@ -111,24 +114,26 @@ def gmn_frames_needed(sizes: tuple[int, int, int], margin: int = 10000) -> int:
 
 def md17_trajectory_dataset(
     frames: MD17Frames,
+    config: ModelConfig,
     delta: int = 3000,
     split_seed: int = 100,
     sizes: tuple[int, int, int] = (500, 2000, 2000),
     margin: int = 10000,
-    bond_cutoff: float = 1.6,
     dtype: torch.dtype | None = None,
 ) -> dict[str, list[Data]]:
-    """GMN's MD17 trajectory task: split name -> graphs (heavy atoms only).
+    """GMN's MD17 trajectory task: split name -> graphs.
 
-    Candidates are t in [margin, n_frames - 1 - margin); :func:`gmn_split` draws the
-    samples and the first ``sizes`` of each split are kept. Fields: positions R[t] (Å),
-    velocities R[t+1] - R[t] (Å per frame), numbers, target_positions R[t + delta],
-    edge_index and edge_hop of ``bond_2hop_graph`` on frame 0 (the same for all).
-    Needs consecutive MD frames.
+    The atoms are those the config's rule keeps (``atom_mask``: heavy atoms only
+    with ``heavy_atoms_only``). Candidates are t in [margin, n_frames - 1 - margin);
+    :func:`gmn_split` draws the samples and the first ``sizes`` of each split are
+    kept. Graphs of ``make_graph_data(config, ...)`` with positions R[t] (Å),
+    velocities R[t+1] - R[t] (Å per frame) and numbers, edges built from frame 0
+    (``graph_positions``: the same for all, bonds < ``config.bond_cutoff``), plus
+    target_positions R[t + delta]. Needs consecutive MD frames.
     """
     dtype = dtype or torch.get_default_dtype()
-    heavy = frames.numbers > 1
-    r = frames.positions[:, heavy]  # [n_frames, n_heavy, 3]
+    kept = input_rule(config).atom_mask(frames.numbers)
+    r = frames.positions[:, kept]  # [n_frames, n_kept, 3]
     x, v = r[:-1], r[1:] - r[:-1]
     n_candidates = len(x) - 2 * margin
     if n_candidates <= 0:
@@ -136,8 +141,7 @@ def md17_trajectory_dataset(
             f"frames: {len(frames)} frames leave no candidates with margin {margin}"
         )
     drawn = gmn_split(n_candidates, split_seed)
-    numbers = torch.as_tensor(frames.numbers[heavy], dtype=torch.long)
-    edge_index, hop = bond_2hop_graph(r[0], bond_cutoff)
+    numbers = frames.numbers[kept]
     out: dict[str, list[Data]] = {}
     for name, idx, size in zip(SPLITS, drawn, sizes, strict=True):
         if len(idx) < size:
@@ -152,75 +156,58 @@ def md17_trajectory_dataset(
                 f"delta: target frame {t.max() + delta} beyond the trajectory "
                 f"({len(x)} usable frames); use a margin >= delta"
             )
-        out[name] = [
-            _graph(
-                {
-                    keys.POSITIONS: x[s],
-                    keys.VELOCITIES: v[s],
-                    keys.TARGET_POSITIONS: x[s + delta],
-                    keys.NUMBERS: numbers,
-                    keys.EDGE_INDEX: edge_index,
-                    keys.EDGE_HOP: hop,
-                },
-                dtype,
+        graphs = []
+        for s in t:
+            data = make_graph_data(
+                config,
+                x[s],
+                numbers=numbers,
+                velocities=v[s],
+                dtype=dtype,
+                graph_positions=r[0],
             )
-            for s in t
-        ]
+            data[keys.TARGET_POSITIONS] = torch.as_tensor(x[s + delta], dtype=dtype)
+            graphs.append(data)
+        out[name] = graphs
+    some = next((g[0] for g in out.values() if g), None)
     logger.info(
-        "md17-traj: %s samples, Δ = %d frames, %d heavy atoms, %d edges",
+        "md17-traj: %s samples, Δ = %d frames, %d of %d atoms, %s edges",
         {k: len(g) for k, g in out.items()},
         delta,
-        int(heavy.sum()),
-        edge_index.shape[1],
+        int(kept.sum()),
+        len(kept),
+        some[keys.EDGE_INDEX].shape[1] if some is not None else "no",
     )
     return out
 
 
-def _graph(fields: dict[str, np.ndarray | torch.Tensor], dtype: torch.dtype) -> Data:
-    """A Data with numpy arrays cast to ``dtype`` and tensors kept as they are."""
-    data = Data(num_nodes=len(fields[keys.POSITIONS]))
-    for name, value in fields.items():
-        if isinstance(value, torch.Tensor):
-            data[name] = value
-        else:
-            data[name] = torch.as_tensor(value, dtype=dtype)
-    return data
-
-
 def md17_force_dataset(
     frames: MD17Frames,
-    r_max: float,
+    config: ModelConfig,
     sizes: tuple[int, int, int] = (650, 50, 100),
     seed: int = 0,
     dtype: torch.dtype | None = None,
 ) -> dict[str, list[Data]]:
     """Energies and forces on radius graphs: split name -> graphs.
 
-    Frames are shuffled by ``default_rng(seed)`` and cut into ``sizes``. Fields:
-    positions (Å), numbers, energy ``[1]`` float64 (eV), forces ``[n, 3]`` (eV/Å),
-    edge_index and edge_shifts of ``radius_graph(positions, r_max)``.
+    Frames are shuffled by ``default_rng(seed)`` and cut into ``sizes``. Graphs of
+    ``make_graph_data(config, ...)`` (species rule: positions in Å, numbers, radius
+    graph of cutoff ``config.r_max``) plus energy ``[1]`` float64 (eV) and forces
+    ``[n, 3]`` (eV/Å).
     """
     dtype = dtype or torch.get_default_dtype()
     if sum(sizes) > len(frames):
         raise ValueError(f"sizes: {sizes} need {sum(sizes)} frames, have {len(frames)}")
     order = np.random.default_rng(seed).permutation(len(frames))
     bounds = np.cumsum((0, *sizes))
-    numbers = torch.as_tensor(frames.numbers, dtype=torch.long)
     out: dict[str, list[Data]] = {}
     for k, name in enumerate(SPLITS):
         graphs = []
         for f in order[bounds[k] : bounds[k + 1]]:
-            edge_index, shifts = radius_graph(frames.positions[f], r_max)
-            data = _graph(
-                {
-                    keys.POSITIONS: frames.positions[f],
-                    keys.FORCES: frames.forces[f],
-                    keys.EDGE_SHIFTS: shifts.numpy(),
-                    keys.NUMBERS: numbers,
-                    keys.EDGE_INDEX: edge_index,
-                },
-                dtype,
+            data = make_graph_data(
+                config, frames.positions[f], numbers=frames.numbers, dtype=dtype
             )
+            data[keys.FORCES] = torch.as_tensor(frames.forces[f], dtype=dtype)
             data[keys.ENERGY] = torch.tensor([frames.energies[f]], dtype=torch.float64)
             graphs.append(data)
         out[name] = graphs

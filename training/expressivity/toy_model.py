@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hegnn.nn.layer import HEGNNLayer
+from hegnn.nn.layer import Edges, HEGNNLayer
 from hegnn.nn.mlp import MLP
 from hegnn.nn.spherical import SphericalHarmonics, degree_index
 from training.expressivity.structures import Structure
@@ -60,10 +60,6 @@ class GraphBatch:
     pool: Tensor
     centroid: Tensor
     labels: Tensor
-
-    def aggregate(self, src: Tensor, index: Tensor, n_nodes: int) -> Tensor:
-        """mean_j over in-neighbours (``index`` is implied by ``mean_in``)."""
-        return self.mean_in @ src
 
 
 def batch_graphs(structures: list[Structure], labels: list[int]) -> GraphBatch:
@@ -149,9 +145,7 @@ class ToyHEGNN(nn.Module):
         j, i = graph.edge_index
         x_ij = x[i] - x[j]
         d2_ij = (x_ij * x_ij).sum(-1, keepdim=True)  # [n_edges, 1]
-        h, x_new, v = self.layer(
-            h, x, v, x_ij, graph.edge_index, d2_ij, graph.aggregate
-        )
+        h, x_new, v = self.layer(h, x, v, Edges(graph.edge_index, x_ij, d2_ij, None))
         out = {"h": graph.pool @ h, "dx": graph.pool @ (x_new - x)}
         if v is not None:
             out["v"] = graph.pool @ (v * self.mask)
