@@ -1,9 +1,14 @@
-"""Langevin then NVE molecular dynamics of an MD17 molecule through RemoteCalculator.
+"""Langevin then NVE molecular dynamics of an MD17 molecule with a served potential.
 
-The ASE script a chemist already has, with the calculator swapped for a server:
+By default the ASE script a chemist already has, with the calculator swapped for a
+server (``RemoteCalculator``: one request per force call):
 
     python examples/md_remote.py --url http://127.0.0.1:8000 \\
         --model md17-aspirin-ff-hegnn --molecule aspirin --steps 2000
+
+With ``--server-side`` the same two phases run on the server (``HEGNNClient.md``,
+``POST /v1/models/<model>/md``): a few requests instead of one per step, each of at
+most ``--chunk`` steps (the server's HEGNN_MAX_STEPS bounds one request).
 
 Writes ``<out>/md_remote.extxyz`` (every ``--every`` steps of both phases, with energy
 and forces) and ``<out>/md_remote_energy.png`` (potential, kinetic and total energy in
@@ -26,6 +31,7 @@ from common import load_molecule, server_parser, setup_logging
 from matplotlib.figure import Figure
 
 from service.calculator import RemoteCalculator
+from service.client import HEGNNClient
 
 logger = logging.getLogger("md_remote")
 
@@ -82,6 +88,60 @@ def run_md(
     return frames, np.asarray(log)
 
 
+def run_md_on_server(
+    client: HEGNNClient,
+    model: str,
+    atoms: Atoms,
+    langevin_steps: int,
+    nve_steps: int,
+    timestep_fs: float,
+    temperature_k: float,
+    every: int,
+    seed: int,
+    chunk: int,
+) -> tuple[list[Atoms], np.ndarray]:
+    """The phases of :func:`run_md` as /md requests: Langevin (friction 0.01/fs,
+    Maxwell-Boltzmann start drawn by the server), then NVE from its last frame.
+
+    Each phase is sent in pieces of ``chunk`` steps (a multiple of ``every``), each
+    continuing from the last frame of the one before. Returns what run_md returns.
+    """
+    chunk = max(every, chunk // every * every)
+    state = atoms.copy()
+    frames: list[Atoms] = []
+    log: list[tuple[float, float, float, float]] = []
+    t0_fs = 0.0
+    phases = (("langevin", langevin_steps, temperature_k), ("nve", nve_steps, None))
+    for phase, steps, temperature in phases:
+        for k, start in enumerate(range(0, steps, chunk)):
+            run = client.md(
+                model,
+                state,
+                steps=min(chunk, steps - start),
+                every=every,
+                timestep_fs=timestep_fs,
+                temperature=temperature,
+                seed=seed + k,
+                return_forces=True,
+            )
+            for j in range(0 if start == 0 else 1, len(run.steps)):  # no repeats
+                frame = atoms.copy()
+                frame.positions = run.positions[j]
+                frame.set_velocities(run.velocities[j] / units.fs)
+                epot, ekin = float(run.energies[j]), frame.get_kinetic_energy()
+                time_fs = t0_fs + (start + run.steps[j]) * timestep_fs
+                log.append((time_fs, epot, ekin, epot + ekin))
+                frame.calc = SinglePointCalculator(
+                    frame, energy=epot, forces=run.forces[j]
+                )
+                frame.info.update(time_fs=time_fs, phase=phase)
+                frames.append(frame)
+            state.positions = run.positions[-1]
+            state.set_velocities(run.velocities[-1] / units.fs)
+        t0_fs += steps * timestep_fs
+    return frames, np.asarray(log)
+
+
 def plot_energies(log: np.ndarray, nve_start_fs: float, path: Path) -> None:
     """Potential, kinetic and total energy (eV) against time (fs)."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
@@ -118,31 +178,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
     parser.add_argument("--every", type=int, default=10, help="save every N steps")
+    parser.add_argument(
+        "--server-side",
+        action="store_true",
+        help="integrate on the server (POST /md) instead of through RemoteCalculator",
+    )
+    parser.add_argument(
+        "--chunk", type=int, default=1000, help="--server-side: steps per request"
+    )
     args = parser.parse_args(argv)
     setup_logging()
 
     atoms = load_molecule(args.molecule)
-    atoms.calc = RemoteCalculator(args.url, args.model, api_key=args.api_key)
     langevin_steps = (
         args.steps // 2 if args.langevin_steps is None else args.langevin_steps
     )
     logger.info(
-        "%s (%d atoms) on %s at %s",
+        "%s (%d atoms) on %s at %s (%s)",
         atoms.get_chemical_formula(),
         len(atoms),
         args.model,
         args.url,
+        "server-side MD" if args.server_side else "RemoteCalculator",
     )
-    frames, log = run_md(
-        atoms,
-        langevin_steps,
-        args.steps,
-        args.timestep,
-        args.temperature,
-        args.every,
-        args.seed,
-    )
-    atoms.calc.close()
+    phases = (langevin_steps, args.steps, args.timestep, args.temperature, args.every)
+    if args.server_side:
+        # One request integrates up to --chunk steps: wait for it longer than 30 s.
+        with HEGNNClient(args.url, api_key=args.api_key, timeout=600) as client:
+            frames, log = run_md_on_server(
+                client, args.model, atoms, *phases, args.seed, args.chunk
+            )
+    else:
+        atoms.calc = RemoteCalculator(args.url, args.model, api_key=args.api_key)
+        frames, log = run_md(atoms, *phases, args.seed)
+        atoms.calc.close()
 
     args.out.mkdir(parents=True, exist_ok=True)
     trajectory = args.out / "md_remote.extxyz"

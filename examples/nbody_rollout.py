@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     with HEGNNClient(args.url, api_key=args.api_key) as client:
         card = client.model(args.model)
         if card["task"] != "dynamics":
-            parser.error(f"{args.model} is a {card['task']} model, not dynamics")
+            parser.error(
+                f"{args.model} is a {card['task']} model, not dynamics (for MD with "
+                "a potential model: md_remote.py --server-side)"
+            )
         delta_t = float(card.get("delta_t") or 1.0)
         state = {"positions": x, "velocities": v, "charges": q}
         rollout = client.trajectory(args.model, state, steps=args.steps)

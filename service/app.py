@@ -21,6 +21,7 @@ from service.batching import Arrivals, ForceBatcher
 from service.deps import ServiceState
 from service.errors import (
     InputError,
+    InternalError,
     Overloaded,
     input_error_handler,
     internal_error_handler,
@@ -41,9 +42,10 @@ from service.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """HEGNN models over HTTP: energies and forces (eV, eV/Å) of structures
-given in Å, learned dynamics rollouts, and server-side MD. Concurrent requests are
-batched. Every answer states its units. Send `Authorization: Bearer <key>` when the
-server sets `HEGNN_API_KEYS`."""
+given in Å (`/forces`), learned dynamics rollouts (`/trajectory`, dynamics models), and
+server-side MD (`/md`, potential models). Concurrent force requests are batched. Every
+answer states its units. Send `Authorization: Bearer <key>` when the server sets
+`HEGNN_API_KEYS`."""
 
 
 @asynccontextmanager
@@ -101,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(InputError, input_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Overloaded, overloaded_handler)
+    app.add_exception_handler(InternalError, internal_error_handler)
     app.add_exception_handler(Exception, internal_error_handler)
     app.add_middleware(ArrivalsMiddleware, arrivals=app.state.arrivals)
     app.add_middleware(JSONBodyMiddleware)

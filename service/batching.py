@@ -7,8 +7,11 @@ lone client never waits); the model then runs in the model's own worker thread, 
 the event loop keeps accepting requests, and requests arriving meanwhile form the
 next batch. Structures are checked before they are queued, and
 if a batched call still fails, each structure is evaluated alone: one bad structure
-never fails the others. With batching off, each request is one call, one at a time
-in the same worker thread (the comparison baseline).
+never fails the others. A structure the model gives non-finite values for is an
+``InputError`` (422); a model call that raises even alone, or a batch that fails
+outside the model, is an ``InternalError`` (500, logged). With batching off, each
+request is one call, one at a time in the same worker thread (the comparison
+baseline).
 """
 
 import asyncio
@@ -20,13 +23,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from service.errors import InputError, Overloaded
+from hegnn import keys
+from service.errors import InputError, InternalError, Overloaded
 from service.metrics import Metrics
 from service.predictor import ForceResult, Predictor, Prepared
 
 logger = logging.getLogger(__name__)
 
-Outcome = ForceResult | InputError
+# A result, or why there is none: the input (422) or the server (500).
+Outcome = ForceResult | InputError | InternalError
 
 
 class Arrivals:
@@ -149,9 +154,11 @@ class ForceBatcher:
                     [item.prepared for item in batch],
                     [item.enqueued for item in batch],
                 )
-            except Exception as err:  # executor shut down, or a bug: fail this batch
+            except Exception:  # executor shut down, or a bug: fail this batch
                 logger.exception("%s: batch of %d failed", self, len(batch))
-                outcomes = [InputError(("positions",), str(err))] * len(batch)
+                outcomes = [
+                    InternalError(f"the batch of model {self} failed") for _ in batch
+                ]
             for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
                     item.future.set_result(outcome)
@@ -194,9 +201,11 @@ class ForceBatcher:
     def _call_alone(self, prepared: Prepared) -> Outcome:
         try:
             return self._call([prepared])[0]
+        except InputError as err:
+            return err
         except Exception:
             logger.exception("%s: model call failed on one structure", self)
-            return InputError(("positions",), "the model could not evaluate it")
+            return InternalError(f"model {self} failed on this structure")
 
     def _call(self, prepared: list[Prepared]) -> list[Outcome]:
         start = time.perf_counter()
@@ -209,6 +218,6 @@ class ForceBatcher:
         return [
             r
             if r.finite
-            else InputError(("positions",), "the model gave non-finite energy/forces")
+            else InputError(keys.POSITIONS, "the model gave non-finite energy/forces")
             for r in results
         ]

@@ -1,9 +1,11 @@
 """HTTP client for a hegnn-serve server: arrays in (Å), arrays out (eV, eV/Å).
 
-Imports only numpy, httpx and ase (never torch), so it runs in any MD environment.
-One ``httpx.Client`` is reused for every call (keep-alive, TCP_NODELAY). Connection
-errors are retried with exponential back-off; HTTP errors (4xx/5xx) are not retried
-and raise :class:`HEGNNServiceError` with the server's message.
+``HEGNNClient`` has ``forces`` (potential models), ``md`` (server-side MD with a
+potential model) and ``trajectory`` (a dynamics model's rollout). Imports only numpy,
+httpx and ase (never torch), so it runs in any MD environment. One ``httpx.Client``
+is reused for every call (keep-alive, TCP_NODELAY). Connection errors are retried
+with exponential back-off; HTTP errors (4xx/5xx) are not retried and raise
+:class:`HEGNNServiceError` with the server's message.
 """
 
 import logging
@@ -66,20 +68,34 @@ class ForcesResult:
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Frames from ``/trajectory``.
+    """A dynamics model's rollout from ``/trajectory``.
 
-    ``positions: [n_frames, n_atoms, 3]`` (Å, or the dynamics model's units);
-    ``times: [n_frames]`` (fs for potential MD, the card's time unit for dynamics).
-    Potential MD only (else None): ``velocities: [n_frames, n_atoms, 3]`` Å/fs,
-    ``energies: [n_frames]`` potential energy in eV, ``steps: [n_frames]`` MD steps.
-    ``raw``: the decoded JSON answer.
+    ``positions: [n_frames, n_atoms, 3]`` after each kept Δt and ``times:
+    [n_frames]``, in the units of the model card (``raw["units"]``); ``raw``: the
+    decoded JSON answer.
     """
 
     positions: NDArray[np.float64]
     times: NDArray[np.float64]
-    velocities: NDArray[np.float64] | None = None
-    energies: NDArray[np.float64] | None = None
-    steps: NDArray[np.int64] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MDTrajectory:
+    """Server-side MD frames from ``/md``: step 0 and every ``every``-th step.
+
+    ``steps: [n_frames]``; ``times: [n_frames]`` fs; ``positions`` and
+    ``velocities: [n_frames, n_atoms, 3]`` Å and Å/fs; ``energies: [n_frames]``
+    potential energy, eV; ``forces: [n_frames, n_atoms, 3]`` eV/Å with
+    ``return_forces``, else None. ``raw``: the decoded JSON answer.
+    """
+
+    steps: NDArray[np.int64]
+    times: NDArray[np.float64]
+    positions: NDArray[np.float64]
+    velocities: NDArray[np.float64]
+    energies: NDArray[np.float64]
+    forces: NDArray[np.float64] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -249,29 +265,72 @@ class HEGNNClient:
     def trajectory(
         self,
         name: str,
+        states: Structure | Sequence[Structure],
+        steps: int,
+        every: int = 1,
+    ) -> Trajectory | list[Trajectory]:
+        """Roll a dynamics model forward on the server: one Trajectory, or a list.
+
+        A state is a mapping with ``positions``, ``velocities`` (in the card's
+        ``units``) and ``charges`` (N-body) or ``numbers`` (MD17 trajectory); the
+        answer holds the positions after each ``every``-th Δt of the card. For MD
+        with a potential model use :meth:`md`.
+        """
+        run = {"steps": steps, "every": every}
+        out = self._post_many(f"/v1/models/{name}/trajectory", states, run)
+        if isinstance(out, list):
+            return [_trajectory(t) for t in out]
+        return _trajectory(out)
+
+    def md(
+        self,
+        name: str,
         structures: Structure | Sequence[Structure],
         steps: int,
-        **options: Any,
-    ) -> Trajectory | list[Trajectory]:
-        """Roll a state forward on the server: one Trajectory, or a list.
+        every: int = 1,
+        timestep_fs: float = 0.5,
+        temperature: float | None = None,
+        friction: float = 0.01,
+        seed: int | None = None,
+        return_forces: bool = False,
+    ) -> MDTrajectory | list[MDTrajectory]:
+        """Server-side MD with a potential model: one MDTrajectory, or a list.
 
-        Dynamics models: a mapping with ``positions``, ``velocities`` (in the card's
-        ``units``) and ``charges`` or ``numbers`` -> positions after each Δt.
-        Potential models: server-side MD from an Atoms (its velocities are sent in
-        Å/fs) or a mapping with ``numbers``, ``positions`` (Å), optional
-        ``velocities`` (Å/fs); ``options``: ``every``, ``timestep_fs``,
-        ``temperature`` (K, Langevin), ``friction`` (1/fs), ``seed``, ...
+        A structure is an ``ase.Atoms`` (its velocities, when it has momenta, are
+        sent in Å/fs) or a mapping with ``numbers``, ``positions`` (Å) and optional
+        ``velocities`` (Å/fs), ``cell``, ``pbc``. Velocity Verlet (NVE), or Langevin
+        at ``temperature`` (K) with ``friction`` (1/fs); without velocities the run
+        starts at rest, or Maxwell-Boltzmann at ``temperature`` (``seed``).
         """
-        path = f"/v1/models/{name}/trajectory"
-        if not _is_many(structures):
-            body = {**structure_json(structures, True), "steps": steps, **options}
-            return _trajectory(self.request("POST", path, body))
-        body = {
-            "structures": [structure_json(s, True) for s in structures],
+        run: dict[str, Any] = {
             "steps": steps,
-            **options,
+            "every": every,
+            "timestep_fs": timestep_fs,
+            "friction": friction,
+            "return_forces": return_forces,
         }
-        return [_trajectory(t) for t in self.request("POST", path, body)["structures"]]
+        if temperature is not None:
+            run["temperature"] = temperature
+        if seed is not None:
+            run["seed"] = seed
+        out = self._post_many(f"/v1/models/{name}/md", structures, run)
+        if isinstance(out, list):
+            return [_md_trajectory(t) for t in out]
+        return _md_trajectory(out)
+
+    def _post_many(
+        self,
+        path: str,
+        structures: Structure | Sequence[Structure],
+        run: Mapping[str, Any],
+    ) -> Any:
+        """POST one structure (its answer) or a sequence (the answers, in order)."""
+        if not _is_many(structures):
+            body = {**structure_json(structures, True), **run}
+            return self.request("POST", path, body)
+        body = {"structures": [structure_json(s, True) for s in structures], **run}
+        out = self.request("POST", path, body)
+        return [{**item, "units": out["units"]} for item in out["structures"]]
 
 
 def _forces_result(out: Mapping[str, Any]) -> ForcesResult:
@@ -282,22 +341,25 @@ def _forces_result(out: Mapping[str, Any]) -> ForcesResult:
 
 
 def _trajectory(out: Mapping[str, Any]) -> Trajectory:
-    """Dynamics answers carry ``positions, times``; potential MD answers ``frames``."""
-    if "frames" not in out:
-        return Trajectory(
-            positions=np.asarray(out["positions"], dtype=np.float64),
-            times=np.asarray(out["times"], dtype=np.float64),
-            raw=dict(out),
-        )
+    return Trajectory(
+        positions=np.asarray(out["positions"], dtype=np.float64),
+        times=np.asarray(out["times"], dtype=np.float64),
+        raw=dict(out),
+    )
+
+
+def _md_trajectory(out: Mapping[str, Any]) -> MDTrajectory:
+    frames = out["frames"]
 
     def stack(key: str, dtype: type = np.float64) -> np.ndarray:
-        return np.asarray([frame[key] for frame in out["frames"]], dtype=dtype)
+        return np.asarray([frame[key] for frame in frames], dtype=dtype)
 
-    return Trajectory(
-        positions=stack("positions"),
+    return MDTrajectory(
+        steps=stack("step", np.int64),
         times=stack("time_fs"),
+        positions=stack("positions"),
         velocities=stack("velocities"),
         energies=stack("energy"),
-        steps=stack("step", np.int64),
+        forces=stack("forces") if frames and "forces" in frames[0] else None,
         raw=dict(out),
     )

@@ -23,7 +23,8 @@ from service.settings import Settings
 
 @dataclass
 class ServiceState:
-    """What the lifespan builds: models, their batchers, the trajectory threads."""
+    """What the lifespan builds: models, their batchers, the /trajectory and /md
+    threads."""
 
     settings: Settings
     metrics: Metrics

@@ -1,48 +1,54 @@
-"""Input errors that name a field, and how they become HTTP answers.
+"""How errors become HTTP answers; each kind is mapped here, once.
 
-``InputError`` is raised below HTTP (predictor, batcher) with ``loc``, the path of
-the offending field; the handler turns it into FastAPI's 422 body
-``{"detail": [{"loc": [...], "msg": ..., "type": "value_error"}]}``. ``LimitError``
-(a size limit) becomes ``413 {"detail": "<field>: <message>"}``, ``Overloaded`` (a
-full queue) ``503`` with ``Retry-After``.
+- ``InputError`` (hegnn's typed error, re-exported) names the offending field by
+  ``loc``; raised by the input rules, the predictor and the routes, it becomes
+  FastAPI's 422 layout ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``.
+- ``LimitError``, an InputError over a size limit of this server: ``413 {"detail":
+  "<field>: <message>"}``.
+- ``Overloaded`` (a full queue): ``503`` with ``Retry-After``.
+- ``InternalError`` (a model call that raised; a failed batch) and any other
+  exception: logged, ``500 {"detail": "internal error (request id ...)"}``.
 """
 
 import logging
 import math
+from collections.abc import Iterable
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from hegnn.errors import InputError, Loc
+from service.schemas import FORMS
+
 logger = logging.getLogger(__name__)
 
-Loc = tuple[str | int, ...]
 MAX_ERRORS = 20  # validation errors listed per answer
 
-
-class InputError(ValueError):
-    """Input a model cannot take; ``loc`` is the field path, e.g. ``("numbers",)``."""
-
-    status_code = 422
-
-    def __init__(self, loc: Loc, message: str) -> None:
-        super().__init__(f"{'.'.join(map(str, loc))}: {message}")
-        self.loc = tuple(loc)
-        self.message = message
-
-    def under(self, *prefix: str | int) -> "InputError":
-        """The same error with ``prefix`` put before its field path."""
-        return type(self)((*prefix, *self.loc), self.message)
+__all__ = [
+    "InputError",
+    "InternalError",
+    "LimitError",
+    "Loc",
+    "Overloaded",
+    "input_error_handler",
+    "internal_error_handler",
+    "overloaded_handler",
+    "validation_error_handler",
+]
 
 
 class LimitError(InputError):
-    """A size limit of this server (atoms, structures, steps, edges) was exceeded."""
-
-    status_code = 413
+    """A size limit of this server (atoms, structures, steps, frames, edges)."""
 
 
 class Overloaded(RuntimeError):
     """Too much work is queued for a model; the client should retry later."""
+
+
+class InternalError(RuntimeError):
+    """The server failed, not the input (e.g. a model call raised). The message is
+    ours and safe to show; the cause is in the log."""
 
 
 async def overloaded_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -56,9 +62,9 @@ async def input_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """422 in FastAPI's validation layout, or 413 with a message naming the field."""
     assert isinstance(exc, InputError)
     if isinstance(exc, LimitError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+        return JSONResponse({"detail": str(exc)}, status_code=413)
     detail = [{"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}]
-    return JSONResponse({"detail": detail}, status_code=exc.status_code)
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def _plain(value: object) -> object:
@@ -70,6 +76,14 @@ def _plain(value: object) -> object:
     return str(value)
 
 
+def _public_loc(loc: Iterable[str | int]) -> list[str | int]:
+    """The field path without the tag of a one-or-many body (see schemas.FORMS)."""
+    loc = list(loc)
+    if len(loc) > 1 and loc[0] == "body" and loc[1] in FORMS:
+        del loc[1]
+    return loc
+
+
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 layout without echoing the input (it may hold NaN, and be big);
     at most MAX_ERRORS errors are listed."""
@@ -77,7 +91,8 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     errors = exc.errors()
     detail = []
     for error in errors[:MAX_ERRORS]:
-        item = {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        item = {"loc": _public_loc(error["loc"]), "msg": error["msg"]}
+        item["type"] = error["type"]
         if error.get("ctx"):
             item["ctx"] = {k: _plain(v) for k, v in error["ctx"].items()}
         detail.append(item)
@@ -88,9 +103,11 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """A bug, not an input problem: log it and answer JSON 500 with the request id."""
+    """A failure of the server, not of the input: log it and answer JSON 500 with
+    the request id (also in the X-Request-ID header of InternalError answers)."""
     request_id = request.scope.get("state", {}).get("request_id", "?")
-    logger.exception("unhandled error in request %s", request_id)
-    return JSONResponse(
-        {"detail": f"internal error (request id {request_id})"}, status_code=500
-    )
+    logger.error("internal error in request %s: %r", request_id, exc, exc_info=exc)
+    detail = f"internal error (request id {request_id})"
+    if isinstance(exc, InternalError):
+        detail += f": {exc}"
+    return JSONResponse({"detail": detail}, status_code=500)

@@ -1,4 +1,4 @@
-"""Server-side MD for potential models: ASE velocity Verlet or Langevin, in process.
+"""Server-side MD (``/md``) for potential models: ASE velocity Verlet or Langevin.
 
 Units are ASE's at the edges: positions Å, velocities Å/fs, time fs, energy eV,
 forces eV/Å, masses amu (ASE's standard atomic masses), temperature K, friction 1/fs.
@@ -15,8 +15,10 @@ from ase.md.velocitydistribution import Stationary
 from ase.md.verlet import VelocityVerlet
 from numpy.typing import NDArray
 
+from hegnn import keys
+from hegnn.structure import StructureInput
 from service.errors import InputError
-from service.predictor import Predictor, StructureInput
+from service.predictor import Predictor
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class PredictorCalculator(Calculator):
         )
         (result,) = self.predictor.forces([self.predictor.prepare(structure)])
         if not result.finite:
-            raise InputError(("positions",), "the model gave non-finite forces")
+            raise InputError(keys.POSITIONS, "the model gave non-finite forces")
         self.results = {
             "energy": result.energy,
             "free_energy": result.energy,

@@ -1,10 +1,11 @@
 """Predictor: one loaded model and its card; arrays in (Å), arrays out (eV, eV/Å).
 
-Knows nothing of HTTP. ``prepare`` checks one structure against the model (species,
-required inputs, distances, cell) and builds its graph; ``forces`` evaluates many
-prepared structures in one batched model call (torch_geometric ``Batch``);
-``rollout`` propagates dynamics models by their Δt. Errors are ``InputError`` with
-the offending field's path.
+Knows nothing of HTTP. ``prepare`` checks one structure against the model (its input
+rule's checks, then distances and cell) and builds its graph through
+``hegnn.make_graph_data``; ``forces`` evaluates many prepared structures in one
+batched model call (torch_geometric ``Batch``); ``rollout`` propagates dynamics
+models by their Δt. Input errors are hegnn's ``InputError`` with the offending
+field's path.
 """
 
 import logging
@@ -21,29 +22,13 @@ from torch_geometric.data import Batch, Data
 from vesin import NeighborList
 
 from hegnn import ModelCard, keys, load, make_graph_data
+from hegnn.rules import input_rule
+from hegnn.structure import StructureInput
 from service.errors import InputError, LimitError
 
 logger = logging.getLogger(__name__)
 
-# N-body positions are in simulation units: only coincident bodies are refused.
-COINCIDENT = 1e-6
-POTENTIAL_UNITS = {"energy": "eV", "forces": "eV/Å", "positions": "Å"}
-
-
-@dataclass(frozen=True)
-class StructureInput:
-    """Raw arrays of one structure, shape-checked by the schemas (float64)."""
-
-    positions: NDArray[np.float64]  # [n, 3] Å (N-body: simulation units)
-    numbers: NDArray[np.int64] | None = None  # [n]
-    velocities: NDArray[np.float64] | None = None  # [n, 3]
-    charges: NDArray[np.float64] | None = None  # [n]
-    cell: NDArray[np.float64] | None = None  # [3, 3] Å, rows are lattice vectors
-    pbc: NDArray[np.bool_] | None = None  # [3]
-
-    @property
-    def periodic(self) -> bool:
-        return self.pbc is not None and bool(self.pbc.any())
+__all__ = ["ForceResult", "Predictor", "Prepared", "StructureInput"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +71,7 @@ class Predictor:
         self.config = card.model
         self.device = device
         self.dtype = next(model.parameters()).dtype
+        self.rule = input_rule(self.config)
         self.min_distance = min_distance
         self.max_edges = max_edges
 
@@ -113,92 +99,53 @@ class Predictor:
     def units(self) -> dict[str, str]:
         """Units of this model's inputs and outputs, as stated in answers."""
         if self.task == keys.TASK_POTENTIAL:
-            return dict(POTENTIAL_UNITS)
-        in_angstrom = self.features == "md17-traj"
+            return dict(keys.POTENTIAL_UNITS)
+        stated = self.card.units
         return {
-            "positions": self.card.units.get(
-                "positions", "Å" if in_angstrom else "simulation length unit"
-            ),
-            "velocities": self.card.units.get(
-                "velocities",
+            keys.POSITIONS: stated.get(keys.POSITIONS, self.rule.length_unit),
+            keys.VELOCITIES: stated.get(
+                keys.VELOCITIES,
                 self.card.model_extra.get("velocity_unit", "training units (card)"),
             ),
-            "time": self.card.units.get("time", "velocity time unit"),
+            keys.TIME: stated.get(keys.TIME, "velocity time unit"),
         }
 
     # -- checks ----------------------------------------------------------------
 
     def prepare(self, s: StructureInput) -> Prepared:
         """Check one structure against this model and build its graph."""
-        self._check_inputs(s)
+        self.rule.check(s)  # required/refused inputs, species, heavy atoms
         self._check_cell(s)
         self._check_distances(s)
-        try:
-            data = make_graph_data(
-                self.config,
-                s.positions,
-                numbers=s.numbers,
-                velocities=None if self.features == "species" else s.velocities,
-                charges=s.charges,
-                cell=s.cell if s.periodic else None,
-                pbc=s.pbc if s.periodic else None,
-                dtype=self.dtype,
-            )
-        except ValueError as err:  # the library names the field: "cell: ..."
-            field, _, message = str(err).partition(": ")
-            known = field in ("positions", "numbers", "cell", "pbc")
-            raise InputError(
-                (field if known else "positions",), message if known else str(err)
-            ) from err
+        data = make_graph_data(  # the rule keeps the inputs it uses
+            self.config,
+            s.positions,
+            numbers=s.numbers,
+            velocities=s.velocities,
+            charges=s.charges,
+            cell=s.cell if s.periodic else None,
+            pbc=s.pbc if s.periodic else None,
+            dtype=self.dtype,
+        )
         n_edges = data[keys.EDGE_INDEX].shape[1]
         if n_edges > self.max_edges:
             raise LimitError(
-                ("positions",),
+                keys.POSITIONS,
                 f"the graph has {n_edges} edges, more than this server's "
                 f"{self.max_edges} (HEGNN_MAX_EDGES); atoms too dense or cell too "
                 "small",
             )
         return Prepared(data, len(s.positions))
 
-    def _check_inputs(self, s: StructureInput) -> None:
-        """Each feature rule needs its own inputs and refuses the others."""
-        needs = {
-            "species": ("numbers",),
-            "nbody": ("velocities", "charges"),
-            "md17-traj": ("velocities", "numbers"),
-        }[self.features]
-        unused = {
-            "species": ("charges",),  # velocities: MD initial state only
-            "nbody": ("numbers", "cell", "pbc"),
-            "md17-traj": ("charges", "cell", "pbc"),
-        }[self.features]
-        kind = f"{self.task} model ({self.features})"
-        for field in needs:
-            if getattr(s, field) is None:
-                raise InputError((field,), f"required by this {kind}")
-        for field in unused:
-            value = getattr(s, field)
-            if value is not None and (field != "pbc" or value.any()):
-                raise InputError((field,), f"not used by this {kind}; remove it")
-        species = self.config.species
-        if species and s.numbers is not None:
-            unknown = sorted(set(s.numbers.tolist()) - set(species))
-            if unknown:
-                raise InputError(
-                    ("numbers",),
-                    f"species {unknown} not known to this model "
-                    f"(knows {list(species)})",
-                )
-
     def _check_cell(self, s: StructureInput) -> None:
         if not s.periodic:
             return
         if s.cell is None:
-            raise InputError(("cell",), "periodic boundaries (pbc) need a cell")
+            raise InputError(keys.CELL, "periodic boundaries (pbc) need a cell")
         volume = abs(float(np.linalg.det(s.cell)))
         if volume < 1e-9:
             raise InputError(
-                ("cell",),
+                keys.CELL,
                 "periodic boundaries need a cell of non-zero volume (give all "
                 "three lattice vectors, also along non-periodic directions)",
             )
@@ -208,14 +155,14 @@ class Predictor:
             width = volume / area if area > 0 else 0.0
             if not width >= self.min_distance:
                 raise InputError(
-                    ("cell",),
+                    keys.CELL,
                     f"the cell is {width:.3g} Å wide along periodic vector {k}; "
                     f"at least {self.min_distance} Å needed",
                 )
 
     def _check_distances(self, s: StructureInput) -> None:
-        """No pair (periodic images included) closer than the minimum distance."""
-        cutoff = COINCIDENT if self.features == "nbody" else self.min_distance
+        """No pair (periodic images included) closer than the rule's minimum."""
+        cutoff = self.rule.min_distance(self.min_distance)
         if s.periodic:
             nl = NeighborList(cutoff=cutoff, full_list=False)
             i, j, dist = nl.compute(
@@ -236,10 +183,10 @@ class Predictor:
                 return
         else:
             return
-        unit = "simulation units" if self.features == "nbody" else "Å"
+        unit = self.rule.length_unit
         images = " (periodic images included)" if s.periodic else ""
         raise InputError(
-            ("positions",),
+            keys.POSITIONS,
             f"atoms {min(pair)} and {max(pair)} are {closest:.3g} {unit} "
             f"apart{images}; the minimum is {cutoff:g} {unit}",
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hegnn import resolve_device
 from service.predictor import Predictor
 from service.settings import Settings
 
@@ -28,18 +29,14 @@ class Registry:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load_registry(settings: Settings) -> Registry:
     """A Predictor for each folder of ``settings.checkpoints`` (hidden ones skipped)."""
     registry = Registry()
     root = settings.checkpoints
-    device = resolve_device(settings.device)
+    try:
+        device = resolve_device(settings.device)
+    except ValueError as err:  # cuda asked for, none here: no model could load
+        raise StartupError(str(err)) from err
     dtype = None if settings.dtype == "auto" else getattr(torch, settings.dtype)
     if not root.is_dir():
         message = f"checkpoints directory {root} does not exist"

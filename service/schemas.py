@@ -1,20 +1,25 @@
 """Request and response bodies of the HTTP API, with units in every description.
 
-Arrays are nested JSON lists. Numbers must be JSON numbers (strings such as "1.0"
-or "nan" are refused) and finite; a wrong shape, a ragged array or a length that
-does not match ``positions`` is a 422 whose ``loc`` names the field. What depends on
-the model (species, required inputs, distances, cell) is checked by the predictor.
+Each POST body is one structure at the top level or ``{"structures": [...]}``: a
+union of two tight models (``extra="forbid"``, required fields required in the
+OpenAPI schema) told apart by the ``structures`` key. Arrays are nested JSON lists.
+Numbers must be JSON numbers (strings such as "1.0" or "nan" are refused) and
+finite; a wrong shape, a ragged array or a length that does not match ``positions``
+is a 422 whose ``loc`` names the field. What depends on the model (species, required
+inputs, distances, cell) is checked by its input rule in the predictor.
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     Strict,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -22,11 +27,12 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from service.predictor import StructureInput
+from hegnn.structure import StructureInput
 
 COORDINATE_LIMIT = 1e6  # |value| of any coordinate, velocity or charge
-# Trajectory fields that only potential models (server-side MD) take.
-MD_FIELDS = ("timestep_fs", "temperature", "friction", "seed", "return_forces")
+# Tags of the two forms of a body; validation errors drop them from ``loc``.
+ONE, MANY = "<one structure>", "<structures>"
+FORMS = (ONE, MANY)
 
 Finite = Annotated[
     float,
@@ -53,12 +59,19 @@ Numbers = Annotated[
     list[AtomicNumber],
     Field(min_length=1, description="[n_atoms] atomic numbers Z"),
 ]
-Velocities = Annotated[
+ModelVelocities = Annotated[
     list[Vector],
     Field(
-        description="[n_atoms, 3] velocities. Potential models (MD): Å/fs. Dynamics "
-        "models: the velocity unit of the model card (`units.velocities` in "
-        "GET /v1/models/{name}); the card's `delta_t` is in that unit's time."
+        description="[n_atoms, 3] velocities in the velocity unit of the model card "
+        "(`units.velocities` in GET /v1/models/{name}); the card's `delta_t` is in "
+        "that unit's time"
+    ),
+]
+MDVelocities = Annotated[
+    list[Vector],
+    Field(
+        description="[n_atoms, 3] initial velocities, Å/fs (absent: zero, or "
+        "Maxwell-Boltzmann at `temperature`)"
     ),
 ]
 Charges = Annotated[
@@ -66,11 +79,7 @@ Charges = Annotated[
 ]
 Cell = Annotated[
     list[Vector],
-    Field(
-        min_length=3,
-        max_length=3,
-        description="[3, 3] lattice vectors as rows, Å (potential models only)",
-    ),
+    Field(min_length=3, max_length=3, description="[3, 3] lattice vectors as rows, Å"),
 ]
 Pbc = Annotated[
     list[Annotated[bool, Strict()]],
@@ -84,15 +93,23 @@ Pbc = Annotated[
 ]
 
 
-class StructureFields(BaseModel):
-    """Per-structure fields; lengths are checked against ``positions``."""
+def _field_error(model: str, field: str, message: str) -> ValidationError:
+    """A validation error located at ``field``."""
+    error = InitErrorDetails(
+        type=PydanticCustomError("value_error", message), loc=(field,), input=None
+    )
+    return ValidationError.from_exception_data(model, [error])
+
+
+# -- structures ---------------------------------------------------------------
+
+
+class Structure(BaseModel):
+    """Fields of one structure; lengths are checked against ``positions``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    positions: Positions | None = None
-    numbers: Numbers | None = None
-    cell: Cell | None = None
-    pbc: Pbc | None = None
+    positions: Positions
 
     @field_validator("numbers", "velocities", "charges", check_fields=False)
     @classmethod
@@ -107,7 +124,7 @@ class StructureFields(BaseModel):
         return value
 
     def arrays(self) -> StructureInput:
-        """The structure as float64 numpy arrays."""
+        """The structure as float64 (numbers: int64, pbc: bool) numpy arrays."""
 
         def array(name: str, dtype: type) -> np.ndarray | None:
             value = getattr(self, name, None)
@@ -123,142 +140,182 @@ class StructureFields(BaseModel):
         )
 
 
-# (field path prefix, structure) of every structure in a request.
-Items = list[tuple[tuple[str | int, ...], StructureFields]]
+class AtomsStructure(Structure):
+    """A structure for a potential model: atoms, optionally in a periodic cell."""
 
-
-class ForcesStructure(StructureFields):
-    """One structure whose energy and forces are wanted."""
-
-    positions: Positions
     numbers: Numbers
+    cell: Cell | None = None
+    pbc: Pbc | None = None
 
 
-class TrajectoryStructure(StructureFields):
-    """One structure to propagate (inputs by model kind: see TrajectoryRequest)."""
+class MDStructure(AtomsStructure):
+    """A start state of server-side MD: atoms and optional velocities (Å/fs)."""
 
-    positions: Positions
-    velocities: Velocities | None = None
+    velocities: MDVelocities | None = None
+
+
+class DynamicsStructure(Structure):
+    """A state for a dynamics model: ``charges`` (N-body) or ``numbers`` (MD17
+    trajectory), as the model card's ``features`` say."""
+
+    velocities: ModelVelocities
     charges: Charges | None = None
+    numbers: Numbers | None = None
 
 
-def _field_error(model: str, field: str, message: str | None = None) -> ValidationError:
-    """A validation error located at ``field`` (``missing`` when no message)."""
-    error = InitErrorDetails(
-        type="missing"
-        if message is None
-        else PydanticCustomError("value_error", message),
-        loc=(field,),
-        input=None,
-    )
-    return ValidationError.from_exception_data(model, [error])
+# Field path prefix of a structure in the request, and the structure.
+Items = list[tuple[tuple[str | int, ...], Structure]]
 
 
-def _single_or_many(
-    body: StructureFields, structures: list | None, required: tuple[str, ...]
-) -> None:
-    """Either one structure at the top level or ``structures``, not both."""
-    name = type(body).__name__
-    single = body.model_fields_set & set(StructureFields.model_fields)
-    single |= body.model_fields_set & {"velocities", "charges"}
-    if structures is not None and single:
-        raise _field_error(
-            name,
-            "structures",
-            f"give one structure ({', '.join(sorted(single))}) or structures, not both",
-        )
-    if structures is None:
-        for field in required:
-            if getattr(body, field) is None:
-                raise _field_error(name, field)
+class OneStructure:
+    """Mixin of a body that is one structure."""
 
-
-class ForcesRequest(StructureFields):
-    """One structure (``numbers``, ``positions``, ``cell``, ``pbc``) or
-    ``structures: [...]`` (answered in the same order)."""
-
-    structures: Annotated[
-        list[ForcesStructure] | None,
-        Field(min_length=1, description="several structures, answered in order"),
-    ] = None
-
-    @model_validator(mode="after")
-    def _one_form(self) -> "ForcesRequest":
-        _single_or_many(self, self.structures, ("positions", "numbers"))
-        return self
+    batch: ClassVar[bool] = False
 
     def items(self) -> Items:
-        """(field path prefix, structure) of every structure in the request."""
-        if self.structures is None:
-            return [(("body",), self)]
+        return [(("body",), self)]
+
+
+class ManyStructures(BaseModel):
+    """Base of a body with ``structures: [...]``; no structure fields beside it."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch: ClassVar[bool] = True
+    structures: list[Structure]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_both(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            fields = {"numbers", "positions", "velocities", "charges", "cell", "pbc"}
+            single = sorted(fields & set(data))
+            if single:
+                raise _field_error(
+                    cls.__name__,
+                    "structures",
+                    f"give one structure ({', '.join(single)}) or structures, not both",
+                )
+        return data
+
+    def items(self) -> Items:
         return [(("body", "structures", k), s) for k, s in enumerate(self.structures)]
 
 
-class TrajectoryRequest(StructureFields):
-    """Dynamics models: ``positions``, ``velocities``, ``charges`` (N-body) or
-    ``numbers`` (MD17 trajectory), ``steps``: positions after each Δt of the card,
-    autoregressively. Potential models: server-side MD from ``numbers``,
-    ``positions``, optional ``velocities`` (Å/fs; zero, or Maxwell-Boltzmann at
-    ``temperature`` if absent), ``timestep_fs``, ``steps``, ``every``; velocity Verlet
-    (NVE), or Langevin when ``temperature`` is given. Either form takes one structure
-    or ``structures: [...]``."""
+def _form(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return MANY if "structures" in value else ONE
+    if isinstance(value, BaseModel):
+        return MANY if isinstance(value, ManyStructures) else ONE
+    return None
 
-    velocities: Velocities | None = None
-    charges: Charges | None = None
-    structures: Annotated[
-        list[TrajectoryStructure] | None,
-        Field(min_length=1, description="several structures, answered in order"),
-    ] = None
-    steps: int = Field(
-        ge=1,
-        strict=True,
-        description="dynamics: number of Δt steps; potential: number of MD steps",
-    )
+
+def one_or_many(one: type, many: type) -> Any:
+    """The body type: ``one`` structure, or ``many`` when ``structures`` is given."""
+    return Annotated[
+        Annotated[one, Tag(ONE)] | Annotated[many, Tag(MANY)],
+        Discriminator(
+            _form,
+            custom_error_type="body_form",
+            custom_error_message="expected a JSON object: one structure, or "
+            "{'structures': [...]}",
+        ),
+    ]
+
+
+def _structures(item: type, what: str) -> Any:
+    return Annotated[
+        list[item],
+        Field(min_length=1, description=f"several {what}, answered in order"),
+    ]
+
+
+# -- run parameters -----------------------------------------------------------
+
+
+class RolloutParams(BaseModel):
+    """How far to roll a dynamics model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(ge=1, strict=True, description="number of Δt steps")
+    every: int = Field(1, ge=1, strict=True, description="keep every k-th step")
+
+    @model_validator(mode="after")
+    def _every_within_steps(self) -> "RolloutParams":
+        if self.every > self.steps:
+            raise _field_error(
+                type(self).__name__, "every", f"larger than steps ({self.steps})"
+            )
+        return self
+
+
+class MDParams(RolloutParams):
+    """Velocity Verlet (NVE), or Langevin when ``temperature`` is given."""
+
+    steps: int = Field(ge=1, strict=True, description="number of MD steps")
     every: int = Field(
-        1,
-        ge=1,
-        strict=True,
-        description="keep every k-th step (MD frames: step 0 and every k-th step)",
+        1, ge=1, strict=True, description="frames at step 0 and every k-th step"
     )
     timestep_fs: float = Field(
-        0.5,
-        gt=0,
-        le=20,
-        allow_inf_nan=False,
-        description="potential models: MD time step, fs",
+        0.5, gt=0, le=20, allow_inf_nan=False, description="MD time step, fs"
     )
     temperature: float | None = Field(
         None,
         ge=0,
         le=1e5,
         allow_inf_nan=False,
-        description="potential models: Langevin thermostat temperature, K (absent: "
-        "NVE velocity Verlet)",
+        description="Langevin thermostat temperature, K (absent: NVE velocity Verlet)",
     )
     friction: float = Field(
-        0.01,
-        gt=0,
-        le=10,
-        allow_inf_nan=False,
-        description="potential models: Langevin friction, 1/fs",
+        0.01, gt=0, le=10, allow_inf_nan=False, description="Langevin friction, 1/fs"
     )
     seed: int | None = Field(
         None, ge=0, le=2**63 - 1, description="Langevin and initial-velocity seed"
     )
     return_forces: bool = Field(
-        False, description="potential models: include forces (eV/Å) in each frame"
+        False, description="include forces (eV/Å) in each frame"
     )
 
-    @model_validator(mode="after")
-    def _one_form(self) -> "TrajectoryRequest":
-        _single_or_many(self, self.structures, ("positions",))
-        return self
 
-    def items(self) -> Items:
-        """(field path prefix, structure) of every structure in the request."""
-        if self.structures is None:
-            return [(("body",), self)]
-        return [(("body", "structures", k), s) for k, s in enumerate(self.structures)]
+# -- request bodies -----------------------------------------------------------
+
+
+class ForcesRequest(OneStructure, AtomsStructure):
+    """One structure: ``numbers``, ``positions`` (Å), optional ``cell``, ``pbc``."""
+
+
+class ForcesBatchRequest(ManyStructures):
+    """Several structures, answered in order."""
+
+    structures: _structures(AtomsStructure, "structures")
+
+
+class TrajectoryRequest(OneStructure, RolloutParams, DynamicsStructure):
+    """Dynamics models: positions after each Δt of the card, autoregressively, from
+    ``positions``, ``velocities`` and ``charges`` (N-body) or ``numbers`` (MD17
+    trajectory)."""
+
+
+class TrajectoryBatchRequest(RolloutParams, ManyStructures):
+    """Several dynamics states rolled out together, answered in order."""
+
+    structures: _structures(DynamicsStructure, "states")
+
+
+class MDRequest(OneStructure, MDParams, MDStructure):
+    """Potential models: server-side MD from ``numbers``, ``positions`` (Å),
+    optional ``cell``, ``pbc`` and ``velocities`` (Å/fs)."""
+
+
+class MDBatchRequest(MDParams, ManyStructures):
+    """Several MD runs with the same parameters, answered in order."""
+
+    structures: _structures(MDStructure, "start states")
+
+
+ForcesBody = one_or_many(ForcesRequest, ForcesBatchRequest)
+TrajectoryBody = one_or_many(TrajectoryRequest, TrajectoryBatchRequest)
+MDBody = one_or_many(MDRequest, MDBatchRequest)
 
 
 # -- responses ----------------------------------------------------------------
@@ -283,7 +340,30 @@ class ForcesResponse(BaseModel):
     units: dict[str, str] = Field(description="units of every field")
 
 
-class Frame(BaseModel):
+class TrajectoryResult(BaseModel):
+    positions: list[list[list[float]]] = Field(
+        description="[n_frames, n_atoms, 3] positions after each kept Δt (card units)"
+    )
+    times: list[float] = Field(description="time of each frame (card time unit)")
+
+
+class TrajectoryResponse(BaseModel):
+    """One state: ``positions`` and ``times``; several: ``structures``."""
+
+    model: str = Field(description="model name")
+    positions: list[list[list[float]]] | None = Field(
+        None, description="[n_frames, n_atoms, 3] positions after each kept Δt"
+    )
+    times: list[float] | None = Field(
+        None, description="time of each frame (card time unit)"
+    )
+    structures: list[TrajectoryResult] | None = Field(
+        None, description="one result per posted state, in order"
+    )
+    units: dict[str, str] = Field(description="units of every field (model card)")
+
+
+class MDFrame(BaseModel):
     step: int = Field(description="MD step of this frame")
     time_fs: float = Field(description="simulated time, fs")
     positions: list[list[float]] = Field(description="[n_atoms, 3] Å")
@@ -294,23 +374,17 @@ class Frame(BaseModel):
     )
 
 
-class TrajectoryResult(BaseModel):
-    positions: list[list[list[float]]] | None = Field(
-        None, description="dynamics: [n_frames, n_atoms, 3], after each kept Δt"
-    )
-    times: list[float] | None = Field(
-        None, description="dynamics: time of each frame (card time unit)"
-    )
-    frames: list[Frame] | None = Field(None, description="potential models: MD frames")
+class MDResult(BaseModel):
+    frames: list[MDFrame] = Field(description="step 0 and every k-th step")
 
 
-class TrajectoryResponse(TrajectoryResult):
-    """One structure: ``positions`` + ``times`` (dynamics) or ``frames`` (MD);
-    several: ``structures``."""
+class MDResponse(BaseModel):
+    """One run: ``frames``; several: ``structures``."""
 
     model: str = Field(description="model name")
-    structures: list[TrajectoryResult] | None = Field(
-        None, description="one result per posted structure, in order"
+    frames: list[MDFrame] | None = Field(None, description="step 0 and every k-th step")
+    structures: list[MDResult] | None = Field(
+        None, description="one run per posted structure, in order"
     )
     units: dict[str, str] = Field(description="units of every field")
 
@@ -367,13 +441,46 @@ FORCES_EXAMPLES = {
         },
     },
 }
+NBODY_STATE = {
+    "positions": [
+        [0.5, -1.1, 0.3],
+        [-1.2, 0.4, 0.8],
+        [0.9, 1.3, -0.6],
+        [-0.4, -0.2, -1.5],
+        [1.6, 0.1, 1.1],
+    ],
+    "velocities": [
+        [0.2, -0.1, 0.4],
+        [-0.3, 0.5, 0.1],
+        [0.1, 0.2, -0.6],
+        [0.4, -0.4, 0.2],
+        [-0.2, 0.3, 0.3],
+    ],
+    "charges": [1.0, -1.0, 1.0, -1.0, 1.0],
+}
 TRAJECTORY_EXAMPLES = {
-    "md-nve": {
-        "summary": "potential model: NVE MD, 20 steps of 0.5 fs",
+    "n-body": {
+        "summary": "N-body model (charged particles): 3 steps of Δt",
+        "value": {**NBODY_STATE, "steps": 3},
+    },
+    "md17-heavy-atoms": {
+        "summary": "MD17 trajectory model (heavy atoms, velocities in the card's "
+        "unit): 2 steps of Δt",
+        "value": {
+            "numbers": [6, 6, 8],
+            "positions": [[-1.17, -0.23, 0.0], [0.24, 0.35, 0.0], [1.16, -0.72, 0.0]],
+            "velocities": [[0.001, 0.0, 0.0], [0.0, -0.001, 0.0], [0.0, 0.0, 0.001]],
+            "steps": 2,
+        },
+    },
+}
+MD_EXAMPLES = {
+    "nve": {
+        "summary": "NVE velocity Verlet, 20 steps of 0.5 fs",
         "value": {**WATER, "timestep_fs": 0.5, "steps": 20, "every": 5},
     },
-    "md-langevin": {
-        "summary": "potential model: Langevin MD at 300 K",
+    "langevin": {
+        "summary": "Langevin at 300 K from Maxwell-Boltzmann velocities",
         "value": {
             **METHANE,
             "temperature": 300.0,
@@ -384,35 +491,8 @@ TRAJECTORY_EXAMPLES = {
             "every": 10,
         },
     },
-    "nbody": {
-        "summary": "N-body dynamics model: 3 steps of Δt",
-        "value": {
-            "positions": [
-                [0.5, -1.1, 0.3],
-                [-1.2, 0.4, 0.8],
-                [0.9, 1.3, -0.6],
-                [-0.4, -0.2, -1.5],
-                [1.6, 0.1, 1.1],
-            ],
-            "velocities": [
-                [0.2, -0.1, 0.4],
-                [-0.3, 0.5, 0.1],
-                [0.1, 0.2, -0.6],
-                [0.4, -0.4, 0.2],
-                [-0.2, 0.3, 0.3],
-            ],
-            "charges": [1.0, -1.0, 1.0, -1.0, 1.0],
-            "steps": 3,
-        },
-    },
-    "md17-traj": {
-        "summary": "MD17 trajectory dynamics model (heavy atoms, velocities in the "
-        "card's unit): 2 steps of Δt",
-        "value": {
-            "numbers": [6, 6, 8],
-            "positions": [[-1.17, -0.23, 0.0], [0.24, 0.35, 0.0], [1.16, -0.72, 0.0]],
-            "velocities": [[0.001, 0.0, 0.0], [0.0, -0.001, 0.0], [0.0, 0.0, 0.001]],
-            "steps": 2,
-        },
+    "batch": {
+        "summary": "two structures with the same run parameters",
+        "value": {"structures": [WATER, METHANE], "steps": 10, "every": 5},
     },
 }

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     max_atoms: int = Field(1000, ge=1, description="atoms per structure")
     max_structures: int = Field(64, ge=1, description="structures per request")
     max_body_bytes: int = Field(8 * 2**20, ge=1024, description="request body size")
-    max_steps: int = Field(1000, ge=1, description="trajectory steps per request")
+    max_steps: int = Field(
+        1000, ge=1, description="/trajectory and /md steps per request"
+    )
     max_frames: int = Field(1000, ge=1, description="frames returned per structure")
     max_edges: int = Field(
         200_000, ge=1, description="graph edges per structure (bounds memory)"
@@ -67,7 +69,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     torch_threads: int = Field(1, ge=1, description="torch.set_num_threads")
     trajectory_workers: int = Field(
-        1, ge=1, description="threads running trajectory/MD requests concurrently"
+        1, ge=1, description="threads running /trajectory and /md requests concurrently"
     )
 
     @field_validator("api_keys", mode="before")

@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent answers equal unbatched ones; bad structures stay
-alone."""
+alone; a model call that raises is a 500 with the request id, not a 422."""
 
 import asyncio
+import logging
 import re
 
 import httpx
@@ -12,7 +13,7 @@ from torch_geometric.data import Data
 
 from hegnn.testing import random_structure
 from service.batching import ForceBatcher
-from service.errors import InputError, Overloaded
+from service.errors import InputError, InternalError, Overloaded
 from service.metrics import Metrics
 from service.predictor import ForceResult, Predictor, Prepared, StructureInput
 
@@ -79,10 +80,12 @@ def test_concurrent_answers_equal_unbatched_answers(
 
 class FakePredictor:
     """A model whose batched call fails when the poison structure is in it, and
-    which gives NaN forces for the poison alone."""
+    which gives NaN forces for the poison alone; the crash structure makes every
+    call raise, alone too."""
 
     name = "fake"
     POISON = 13
+    CRASH = 11
 
     def __init__(self) -> None:
         self.calls: list[int] = []
@@ -90,6 +93,8 @@ class FakePredictor:
     def forces(self, prepared: list[Prepared]) -> list[ForceResult]:
         self.calls.append(len(prepared))
         sizes = [p.n_atoms for p in prepared]
+        if self.CRASH in sizes:
+            raise RuntimeError("model bug")
         if self.POISON in sizes and len(sizes) > 1:
             raise RuntimeError("batch poisoned")
         return [
@@ -121,6 +126,82 @@ def test_one_bad_structure_never_fails_the_others() -> None:
     for (outcome,), n in ((good3, 3), (good5, 5)):
         assert outcome.energy == n
     assert good7.energy == 7 and good2.energy == 2
+
+
+def test_a_model_call_that_raises_is_an_internal_error_for_its_structure() -> None:
+    fake = FakePredictor()
+
+    async def scenario() -> list:
+        batcher = ForceBatcher(fake, Metrics(), max_atoms=1000, max_wait_s=0.05)
+        await batcher.start()
+        try:
+            requests = [[prepared(3)], [prepared(FakePredictor.CRASH), prepared(5)]]
+            return await asyncio.gather(*(batcher.forces(r) for r in requests))
+        finally:
+            await batcher.close()
+
+    (good3,), (crashed, good5) = asyncio.run(scenario())
+    assert fake.calls == [3, 1, 1, 1]  # the batch, then each alone
+    assert isinstance(crashed, InternalError) and "fake" in str(crashed)
+    assert good3.energy == 3 and good5.energy == 5
+
+
+def test_a_failed_batch_is_an_internal_error(monkeypatch) -> None:
+    def broken(self, prepared, enqueued):
+        raise RuntimeError("executor gone")
+
+    monkeypatch.setattr(ForceBatcher, "_evaluate", broken)
+
+    async def scenario() -> list:
+        batcher = ForceBatcher(FakePredictor(), Metrics(), max_wait_s=0.01)
+        await batcher.start()
+        try:
+            return await batcher.forces([prepared(3), prepared(4)])
+        finally:
+            await batcher.close()
+
+    outcomes = asyncio.run(scenario())
+    assert len(outcomes) == 2
+    assert all(isinstance(o, InternalError) for o in outcomes)
+
+
+WATER = {
+    "numbers": [8, 1, 1],
+    "positions": [[0, 0, 0.12], [0, 0.76, -0.47], [0, -0.76, -0.47]],
+}
+
+
+def raise_always(self, prepared):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def fail_batch(self, prepared, enqueued):
+    raise RuntimeError("executor gone")
+
+
+@pytest.mark.parametrize(
+    ("target", "attribute", "replacement"),
+    [
+        (Predictor, "forces", raise_always),  # the batch and each structure alone
+        (ForceBatcher, "_evaluate", fail_batch),  # the batch outside the model
+    ],
+)
+def test_an_internal_failure_is_500_with_the_request_id(
+    http, monkeypatch, caplog, target, attribute, replacement
+) -> None:
+    monkeypatch.setattr(target, attribute, replacement)
+    url = f"/v1/models/{POTENTIAL}/forces"
+    with caplog.at_level(logging.ERROR, logger="service"):
+        for body in (WATER, {"structures": [WATER, WATER]}):
+            response = http.post(url, json=body, headers={"X-Request-ID": "req-42"})
+            assert response.status_code == 500, response.text
+            detail = response.json()["detail"]
+            assert detail.startswith("internal error (request id req-42)"), detail
+            assert "CUDA" not in detail  # the cause is logged, not answered
+            assert response.headers["x-request-id"] == "req-42"
+    assert "internal error in request req-42" in caplog.text
+    monkeypatch.undo()
+    assert http.post(url, json=WATER).status_code == 200
 
 
 def test_batches_respect_the_atom_budget() -> None:
@@ -155,3 +236,16 @@ def test_a_full_queue_answers_overloaded() -> None:
     first, second, third = asyncio.run(scenario())
     assert first[0].energy == 4 and second[0].energy == 4
     assert isinstance(third, Overloaded)
+
+
+def test_a_rollout_that_raises_is_500_with_the_request_id(http, monkeypatch) -> None:
+    def broken(self, prepared, steps, every=1):
+        raise RuntimeError("model bug")
+
+    monkeypatch.setattr(Predictor, "rollout", broken)
+    s = random_structure(4, seed=3)
+    state = {k: getattr(s, k).tolist() for k in ("positions", "velocities", "charges")}
+    response = http.post("/v1/models/tiny-nbody/trajectory", json={**state, "steps": 2})
+    assert response.status_code == 500
+    request_id = response.headers["x-request-id"]
+    assert f"request id {request_id}" in response.json()["detail"]

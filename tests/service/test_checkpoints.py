@@ -1,5 +1,6 @@
 """Corrupt checkpoints are skipped (logged, shown by /readyz and /v1/models, 503 on
-use) unless HEGNN_STRICT_CHECKPOINTS refuses to start; MD17-trajectory models."""
+use) unless HEGNN_STRICT_CHECKPOINTS refuses to start; MD17-trajectory models (heavy
+atoms only: hydrogens are refused)."""
 
 import json
 import logging
@@ -107,7 +108,7 @@ def test_no_models_is_not_ready(tmp_path) -> None:
 
 
 def test_md17_trajectory_equals_the_rollout_in_process(mixed, mixed_dir) -> None:
-    example = TRAJECTORY_EXAMPLES["md17-traj"]["value"]
+    example = TRAJECTORY_EXAMPLES["md17-heavy-atoms"]["value"]
     response = httpx.post(f"{mixed}/v1/models/{TRAJ}/trajectory", json=example)
     assert response.status_code == 200, response.text
     out = response.json()
@@ -123,3 +124,20 @@ def test_md17_trajectory_equals_the_rollout_in_process(mixed, mixed_dir) -> None
     np.testing.assert_allclose(out["positions"], expected, rtol=1e-6)
     assert out["times"] == [3000.0, 6000.0]
     assert out["units"] == {"positions": "Å", "velocities": "Å/frame", "time": "frames"}
+
+
+def test_md17_trajectory_model_refuses_hydrogens(mixed) -> None:
+    """The card says heavy_atoms_only: a hydrogen is a 422 at numbers, by index."""
+    example = TRAJECTORY_EXAMPLES["md17-heavy-atoms"]["value"]
+    url = f"{mixed}/v1/models/{TRAJ}/trajectory"
+    with_h = {**example, "numbers": [6, 1, 8]}
+    response = httpx.post(url, json=with_h)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "numbers"]
+    assert "hydrogen at atoms [1]" in error["msg"] and "heavy atoms" in error["msg"]
+    state = {k: with_h[k] for k in ("numbers", "positions", "velocities")}
+    good = {k: example[k] for k in state}
+    body = {"structures": [good, state], "steps": 1}
+    (error,) = httpx.post(url, json=body).json()["detail"]
+    assert error["loc"] == ["body", "structures", 1, "numbers"]

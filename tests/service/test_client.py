@@ -25,6 +25,8 @@ from service.client import (
     HEGNNClient,
     HEGNNConnectionError,
     HEGNNServiceError,
+    MDTrajectory,
+    Trajectory,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,7 +211,7 @@ def test_dynamics_trajectory_matches_in_process(
 ) -> None:
     state = nbody_state()
     out = client.trajectory("tiny-nbody", state, steps=3)
-    assert out.positions.shape == (3, 5, 3) and out.energies is None
+    assert out.positions.shape == (3, 5, 3) and out.times.tolist() == [1.0, 2.0, 3.0]
     model, card = load(checkpoint_dir / "tiny-nbody")
     data = make_graph_data(
         card.model,
@@ -229,7 +231,8 @@ def test_server_side_md_equals_local_velocity_verlet(
     atoms.rattle(0.05, seed=2)
     rng = np.random.default_rng(3)
     atoms.set_velocities(rng.normal(scale=0.01, size=(9, 3)) / units.fs)  # 0.01 Å/fs
-    out = client.trajectory("tiny-ff", atoms, steps=6, every=3, timestep_fs=0.5)
+    out = client.md("tiny-ff", atoms, steps=6, every=3, timestep_fs=0.5)
+    assert isinstance(out, MDTrajectory) and out.forces is None
     assert out.steps.tolist() == [0, 3, 6]
     np.testing.assert_allclose(out.times, [0.0, 1.5, 3.0])
     local = atoms.copy()
@@ -238,3 +241,44 @@ def test_server_side_md_equals_local_velocity_verlet(
     VelocityVerlet(local, 0.5 * units.fs).run(6)
     np.testing.assert_allclose(out.positions[-1], local.positions, atol=1e-9)
     np.testing.assert_allclose(out.energies[-1], local.get_potential_energy())
+
+
+def test_md_of_several_structures_with_forces(client: HEGNNClient) -> None:
+    water, ethanol = molecule("H2O"), molecule("CH3CH2OH")
+    runs = client.md(
+        "tiny-ff",
+        [water, ethanol],
+        steps=4,
+        every=2,
+        temperature=300.0,
+        seed=1,
+        return_forces=True,
+    )
+    assert [r.positions.shape for r in runs] == [(3, 3, 3), (3, 9, 3)]
+    assert runs[1].forces.shape == (3, 9, 3)
+    assert runs[0].raw["units"]["velocities"] == "Å/fs"
+    alone = client.md(
+        "tiny-ff",
+        ethanol,
+        steps=4,
+        every=2,
+        temperature=300.0,
+        seed=1,
+        return_forces=True,
+    )
+    np.testing.assert_array_equal(alone.positions, runs[1].positions)
+
+
+def test_trajectory_of_several_states(client: HEGNNClient) -> None:
+    states = [nbody_state(4, seed=1), nbody_state(6, seed=2)]
+    runs = client.trajectory("tiny-nbody", states, steps=2)
+    assert all(isinstance(r, Trajectory) for r in runs)
+    assert [r.positions.shape for r in runs] == [(2, 4, 3), (2, 6, 3)]
+
+
+def test_the_wrong_endpoint_names_the_right_one(client: HEGNNClient) -> None:
+    with pytest.raises(HEGNNServiceError, match="/v1/models/tiny-ff/md") as err:
+        client.trajectory("tiny-ff", {**nbody_state(3), "numbers": [8, 1, 1]}, 2)
+    assert err.value.status_code == 422
+    with pytest.raises(HEGNNServiceError, match="/v1/models/tiny-nbody/trajectory"):
+        client.md("tiny-nbody", molecule("H2O"), steps=2)

@@ -46,6 +46,24 @@ def test_md_remote(server_url: str, tmp_path: Path) -> None:
     assert "meV/atom/ps" in summary
 
 
+def test_md_remote_server_side(server_url: str, tmp_path: Path) -> None:
+    """The same phases through /md, in requests of at most 10 steps."""
+    summary = run_example(
+        "md_remote.py",
+        *("--url", server_url, "--model", "tiny-ff", "--molecule", "ethanol"),
+        *("--steps", "20", "--langevin-steps", "20", "--every", "5"),
+        *("--server-side", "--chunk", "10", "--out", str(tmp_path)),
+    )
+    frames = read(tmp_path / "md_remote.extxyz", index=":")
+    assert len(frames) == 10  # steps 0, 5, ..., 20 of each phase, none repeated
+    times = [frame.info["time_fs"] for frame in frames]
+    assert times == [2.5 * k for k in range(5)] + [10 + 2.5 * k for k in range(5)]
+    assert [f.info["phase"] for f in frames] == ["langevin"] * 5 + ["nve"] * 5
+    assert frames[-1].get_forces().shape == (len(frames[0]), 3)
+    assert_png(tmp_path / "md_remote_energy.png")
+    assert "meV/atom/ps" in summary
+
+
 def test_relax_remote(server_url: str, tmp_path: Path) -> None:
     summary = run_example(
         "relax_remote.py",

@@ -95,12 +95,42 @@ def test_openapi_examples_work_when_pasted(http) -> None:
     spec = http.get("/openapi.json").json()
     forces = openapi_examples(spec, "/v1/models/{name}/forces")
     trajectory = openapi_examples(spec, "/v1/models/{name}/trajectory")
+    md = openapi_examples(spec, "/v1/models/{name}/md")
     assert set(forces) == {"water", "batch", "periodic"}
-    for name, example in forces.items():
-        response = http.post(f"/v1/models/{POTENTIAL}/forces", json=example)
-        assert response.status_code == 200, (name, response.text)
-    targets = {"md-nve": POTENTIAL, "md-langevin": POTENTIAL, "nbody": NBODY}
-    for name, model in targets.items():  # md17-traj: see test_checkpoints.py
-        response = http.post(f"/v1/models/{model}/trajectory", json=trajectory[name])
-        assert response.status_code == 200, (name, response.text)
+    assert set(md) == {"nve", "langevin", "batch"}
+    for endpoint, model, examples in [
+        ("forces", POTENTIAL, forces),
+        ("md", POTENTIAL, md),
+        ("trajectory", NBODY, {"n-body": trajectory["n-body"]}),  # md17: checkpoints
+    ]:
+        for name, example in examples.items():
+            response = http.post(f"/v1/models/{model}/{endpoint}", json=example)
+            assert response.status_code == 200, (endpoint, name, response.text)
     assert http.get("/docs").status_code == 200
+
+
+def test_openapi_bodies_are_tight_and_mark_required_fields(http) -> None:
+    spec = http.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    required = {
+        "ForcesRequest": ["positions", "numbers"],
+        "ForcesBatchRequest": ["structures"],
+        "TrajectoryRequest": ["positions", "velocities", "steps"],
+        "TrajectoryBatchRequest": ["structures", "steps"],
+        "DynamicsStructure": ["positions", "velocities"],
+        "MDRequest": ["positions", "numbers", "steps"],
+        "MDBatchRequest": ["structures", "steps"],
+        "MDStructure": ["positions", "numbers"],
+    }
+    for name, fields in required.items():
+        assert schemas[name]["required"] == fields, name
+        assert schemas[name]["additionalProperties"] is False, name
+    trajectory = set(schemas["TrajectoryRequest"]["properties"])
+    md = set(schemas["MDRequest"]["properties"])
+    assert not trajectory & {"timestep_fs", "temperature", "cell", "return_forces"}
+    assert "charges" not in md and {"temperature", "cell", "velocities"} <= md
+    for endpoint in ("forces", "trajectory", "md"):
+        post = spec["paths"][f"/v1/models/{{name}}/{endpoint}"]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert len(body["oneOf"]) == 2 and post["requestBody"]["required"]
+        assert {"401", "404", "413", "422", "500", "503"} <= set(post["responses"])

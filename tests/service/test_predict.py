@@ -1,4 +1,5 @@
-"""HTTP answers equal in-process model results; equivariance through HTTP."""
+"""HTTP answers equal in-process model results (/forces, /trajectory, /md);
+equivariance through HTTP."""
 
 import numpy as np
 import pytest
@@ -157,9 +158,16 @@ def test_md_equals_ase_velocity_verlet_in_process(http, checkpoint_dir) -> None:
         "every": 5,
         "return_forces": True,
     }
-    response = http.post(f"/v1/models/{POTENTIAL}/trajectory", json=body)
+    response = http.post(f"/v1/models/{POTENTIAL}/md", json=body)
     assert response.status_code == 200, response.text
     out = response.json()
+    assert out["units"] == {
+        "energy": "eV",
+        "forces": "eV/Å",
+        "positions": "Å",
+        "velocities": "Å/fs",
+        "time": "fs",
+    }
     assert [f["step"] for f in out["frames"]] == [0, 5, 10]
     assert [f["time_fs"] for f in out["frames"]] == [0.0, 2.5, 5.0]
     atoms = Atoms(numbers=s.numbers, positions=s.positions)
@@ -189,7 +197,7 @@ def test_langevin_md_is_seeded(http) -> None:
         "steps": 6,
         "every": 3,
     }
-    url = f"/v1/models/{POTENTIAL}/trajectory"
+    url = f"/v1/models/{POTENTIAL}/md"
     a, b = (http.post(url, json=body).json() for _ in range(2))
     c = http.post(url, json={**body, "seed": 4}).json()
     assert a["frames"] == b["frames"]
@@ -197,3 +205,18 @@ def test_langevin_md_is_seeded(http) -> None:
     assert np.abs(a["frames"][0]["velocities"]).max() > 0  # Maxwell-Boltzmann start
     assert "forces" not in a["frames"][0]
     assert a["units"]["time"] == "fs"
+
+
+def test_md_of_several_structures_equals_each_alone(http) -> None:
+    systems = [random_structure(n, seed=10 + n) for n in (3, 6)]
+    run = {"temperature": 200.0, "seed": 5, "steps": 4, "every": 2}
+    structures = [
+        {"numbers": s.numbers.tolist(), "positions": s.positions.tolist()}
+        for s in systems
+    ]
+    url = f"/v1/models/{POTENTIAL}/md"
+    out = http.post(url, json={"structures": structures, **run}).json()
+    assert "frames" not in out and len(out["structures"]) == 2
+    for structure, answer in zip(structures, out["structures"], strict=True):
+        alone = http.post(url, json={**structure, **run}).json()
+        assert answer["frames"] == alone["frames"]

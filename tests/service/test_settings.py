@@ -48,7 +48,7 @@ def test_get_settings_is_cached(monkeypatch) -> None:
 def test_hegnn_serve_runs_uvicorn_with_the_options(monkeypatch, tmp_path) -> None:
     import uvicorn
 
-    from training.cli import app
+    from hegnn_cli import app
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
@@ -72,7 +72,7 @@ def test_hegnn_serve_runs_uvicorn_with_the_options(monkeypatch, tmp_path) -> Non
 
 
 def test_hegnn_serve_rejects_a_bad_device() -> None:
-    from training.cli import app
+    from hegnn_cli import app
 
     result = CliRunner().invoke(app, ["serve", "--device", "tpu"])
     assert result.exit_code != 0

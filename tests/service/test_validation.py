@@ -62,7 +62,7 @@ class Case(NamedTuple):
 
 
 F = (POTENTIAL, "forces")
-MD_ = (POTENTIAL, "trajectory")
+MD_ = (POTENTIAL, "md")
 NB = (NBODY, "trajectory")
 FLAT_CELL = [[6, 0, 0], [0, 6, 0], [0, 0, 0]]
 THIN_CELL = [[6, 0, 0], [0, 6, 0], [0, 0, 0.2]]
@@ -118,9 +118,19 @@ CASES = [
     Case("N-body without velocities", NB, bodies(velocities=None), 422, "velocities"),
     Case("N-body with numbers", NB, bodies(numbers=[6, 6, 6]), 422, "numbers"),
     Case("N-body with timestep", NB, bodies(timestep_fs=1.0), 422, "timestep_fs"),
+    Case("N-body with temperature", NB, bodies(temperature=300.0), 422,
+         "temperature"),
+    Case("velocities to forces", F, water(velocities=[[0, 0, 0]] * 3), 422,
+         "velocities"),
+    Case("MD with a dynamics model", (NBODY, "md"), md(), 422, "name"),
+    Case("rollout of a potential model", (POTENTIAL, "trajectory"), bodies(), 422,
+         "name"),
     # request form
     Case("structures and numbers", F, water(structures=[WATER]), 422, "structures"),
     Case("empty structures", F, {"structures": []}, 422, "structures"),
+    Case("MD structures and positions", MD_,
+         {"structures": [WATER], "positions": WATER["positions"], "steps": 2}, 422,
+         "structures"),
     Case("bad second structure", F, {"structures": [WATER, water(numbers=[8, 1, 99])]},
          422, "structures"),
     Case("body is a list", F, [WATER], 422, "body"),
@@ -140,6 +150,7 @@ CASES = [
     Case("too many atoms", F, chain(101), 413, "positions"),
     Case("too many structures", F, {"structures": [WATER] * 17}, 413, "structures"),
     Case("too many steps", NB, bodies(steps=101), 413, "steps"),
+    Case("too many MD steps", MD_, md(steps=101, every=10), 413, "steps"),
     Case("too many frames", MD_, md(steps=100), 413, "every"),  # 101 with step 0
     Case("body too large", F, literal(water(pad="x" * 300_000)), 413, "body"),
     # unknown model: the message lists the known ones
@@ -181,6 +192,34 @@ def test_errors_locate_the_structure(http) -> None:
     assert "[9]" in error["msg"] and "[1, 6, 8]" in error["msg"]
 
 
+@pytest.mark.parametrize(
+    ("model", "endpoint", "body", "right"),
+    [
+        (POTENTIAL, "trajectory", BODIES, "md"),  # a rollout body, as a user would
+        (NBODY, "md", MD, "trajectory"),
+        (NBODY, "forces", WATER, "trajectory"),
+    ],
+)
+def test_the_wrong_kind_of_model_names_the_right_endpoint(
+    http, model: str, endpoint: str, body: dict, right: str
+) -> None:
+    """Checked before the body: the endpoint's schema would not fit the body."""
+    response = http.post(f"/v1/models/{model}/{endpoint}", json=body)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["path", "name"]
+    assert f"POST /v1/models/{model}/{right}" in error["msg"], error["msg"]
+
+
+def test_a_body_of_both_forms_is_one_error_at_structures(http) -> None:
+    body = {**MD, "structures": [WATER]}
+    response = http.post(f"/v1/models/{POTENTIAL}/md", json=body)
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "structures"]
+    assert "numbers, positions" in error["msg"]
+
+
 def test_a_streamed_body_over_the_limit_is_413(http) -> None:
     def chunks():  # no Content-Length: the server counts while it reads
         yield b'{"numbers": [8, 1, 1], "pad": "'
@@ -210,6 +249,7 @@ def test_no_random_mutation_gets_a_5xx(http) -> None:
     """Each field of valid bodies set to odd values: always an answer below 500."""
     rng = np.random.default_rng(0)
     bases = [(F, WATER), (MD_, MD), (NB, BODIES), ((NBODY, "forces"), BODIES)]
+    bases += [((NBODY, "md"), MD), ((POTENTIAL, "trajectory"), BODIES)]
     for _ in range(60):
         (model, endpoint), base = bases[rng.integers(len(bases))]
         body = dict(base)
