@@ -48,10 +48,12 @@ RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX_URL}" \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
     && pip install -r requirements.txt
 
-# The project itself (not editable); its dependencies are in place already.
+# The project itself (not editable); its dependencies are in place already. Serving
+# needs the model library, the service and the `hegnn` command only: training/ and
+# benchmarks/ stay out of the image (`hegnn serve` imports neither).
 COPY README.md ./
 COPY hegnn ./hegnn
-COPY training ./training
+COPY hegnn_cli ./hegnn_cli
 COPY service ./service
 RUN pip install --no-deps . \
     && pip check \

@@ -1,5 +1,5 @@
-"""The performance benchmarks of DESIGN.md §10, run by `hegnn bench`.
+"""The performance benchmarks of DESIGN.md §10; `hegnn bench` is benchmarks/cli.py.
 
-The CLI lives in training/bench.py; this package is not installed with the project
-and runs from a source checkout.
+They read the shipped checkpoint and geometries of the source checkout they run from
+(`pip install -e .`); their results go to benchmarks/results/, which is not installed.
 """

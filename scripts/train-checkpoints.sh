@@ -4,7 +4,7 @@
 # H200 run of docs/results/gpu-h200/. The shipped checkpoints were trained on CPU with
 # the commands in their cards; the MD17-trajectory ones early-stop in minutes there.
 #   scripts/train-checkpoints.sh [minutes per run, default 7.5]
-# HEGNN picks the command (default `hegnn`; e.g. HEGNN="python -m training").
+# HEGNN picks the command (default `hegnn`; e.g. HEGNN="python -m hegnn_cli").
 set -u
 minutes=${1:-7.5}
 read -r -a hegnn <<< "${HEGNN:-hegnn}"

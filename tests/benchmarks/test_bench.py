@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from benchmarks.tp_baseline import TPDynamics, TPPotential
 from hegnn.testing import assert_equivariant, random_structure
-from training.cli import app
+from hegnn_cli import app
 
 ENVELOPE = {
     "benchmark",

@@ -6,23 +6,29 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import tomllib
+import zipfile
 from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
 
 import httpx
+import pytest
 import torch
 import yaml
 from packaging.requirements import Requirement
 
 from hegnn import ModelConfig, build_model, save
 from tests.deploy.conftest import ROOT
+from tests.test_cli import serve_imports
 
-SOURCES = ("hegnn", "training", "service")  # the packages of pyproject.toml
+# The packages of pyproject.toml that the image holds: what `hegnn serve` needs.
+SOURCES = ("hegnn", "hegnn_cli", "service")
 PORT = "8000"  # EXPOSE, CMD and HEALTHCHECK agree on it
 
 
@@ -81,6 +87,18 @@ def option(argv: list[str], name: str) -> str:
 def replace_option(argv: list[str], name: str, value: str) -> list[str]:
     i = argv.index(name)
     return [*argv[: i + 1], value, *argv[i + 2 :]]
+
+
+def project_packages() -> set[str]:
+    """Top-level packages that pyproject.toml's package discovery finds here."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        include = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]["include"]
+    return {
+        folder.name
+        for folder in ROOT.iterdir()
+        if (folder / "__init__.py").is_file()
+        and any(fnmatch(folder.name, pattern) for pattern in include)
+    }
 
 
 def pip_install_runs() -> list[str]:
@@ -146,9 +164,7 @@ def test_dependency_layer_is_built_from_pyproject_before_the_source(
         if kw == "COPY"
     }
     assert set(SOURCES) <= copied
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        packages = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]
-    assert {p.rstrip("*") for p in packages["include"]} == set(SOURCES)
+    assert set(SOURCES) <= project_packages()
 
     # The build writes requirements.txt with a `python -c` one-liner: run it here.
     run = instructions()[install_deps][1]
@@ -203,6 +219,47 @@ def test_dockerignore_keeps_what_the_image_copies() -> None:
         ".env",
     ):
         assert ignored(path), path
+
+
+def test_image_holds_every_project_package_hegnn_serve_imports(
+    tmp_path: Path,
+) -> None:
+    """`hegnn serve` (up to the server loop) imports no project package that the
+    image leaves out (training, benchmarks)."""
+    loaded = serve_imports(tmp_path / "checkpoints")
+    assert loaded & project_packages() == set(SOURCES)
+
+
+def test_project_installs_from_what_the_image_copies(tmp_path: Path) -> None:
+    """A wheel built from the files the Dockerfile copies before `pip install .`
+    holds the serving packages and the `hegnn` command."""
+    pytest.importorskip("setuptools")  # the build backend, used without isolation
+    install = position(lambda kw, a: kw == "RUN" and "pip install --no-deps ." in a)
+    src = tmp_path / "src"
+    src.mkdir()
+    for kw, args in instructions()[:install]:
+        if kw != "COPY":
+            continue
+        source, target = args.split()
+        if (ROOT / source).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(ROOT / source, src / target, ignore=ignore)
+        else:
+            shutil.copy(ROOT / source, src / target)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+        + ["--quiet", "--wheel-dir", str(tmp_path / "dist"), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (entry_points,) = [n for n in names if n.endswith("/entry_points.txt")]
+        scripts = archive.read(entry_points).decode()
+    assert {n.split("/")[0] for n in names if n.endswith(".py")} == set(SOURCES)
+    assert "hegnn = hegnn_cli:app" in scripts
 
 
 def test_image_runs_as_non_root_and_exposes_the_port() -> None:

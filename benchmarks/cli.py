@@ -1,0 +1,264 @@
+"""`hegnn bench ...`: the performance benchmarks of DESIGN.md §10.
+
+Each command writes ``<out>/<name>-<device>.json`` and ``.png`` and prints its
+table; ``all`` runs model, service and md in turn. The benchmarks read the shipped
+checkpoint and geometries of the source checkout they run from (``pip install -e .``).
+"""
+
+import logging
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks import common, plots
+from benchmarks import md as md_bench
+from benchmarks import model as model_bench
+from benchmarks import service as service_bench
+from hegnn import resolve_device
+
+logger = logging.getLogger(__name__)
+bench_app = typer.Typer(
+    no_args_is_help=True,
+    help="Benchmarks (DESIGN.md §10): JSON and PNG results under --out.",
+)
+BENCHMARKS: dict[str, ModuleType] = {
+    "model": model_bench,
+    "service": service_bench,
+    "md": md_bench,
+}
+
+Out = Annotated[Path, typer.Option(help="folder for <bench>-<device>.json/.png")]
+Quick = Annotated[
+    bool, typer.Option("--quick", help="tiny configuration (smoke test, seconds)")
+]
+Device = Annotated[str, typer.Option(help="cpu, cuda[:N] or auto")]
+Threads = Annotated[int, typer.Option(min=1, help="torch threads of this process")]
+MacePath = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="HEGNN_BENCH_MACE_PATH",
+        help="a mace-torch overlay for PYTHONPATH (benchmarks/mace_anchor.py): "
+        "adds MACE on aspirin",
+    ),
+]
+DEFAULT_OUT = Path("benchmarks/results")
+
+
+@bench_app.callback()
+def _setup() -> None:
+    """Log INFO messages to stderr unless logging is configured already."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("httpx", "hegnn", "service"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run(name: str, config: Any, out: Path, device: str, threads: int) -> dict:
+    """Run one benchmark, write its JSON and PNG, print its tables."""
+    torch.set_num_threads(threads)
+    try:
+        resolved = resolve_device(device)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    start = time.perf_counter()
+    payload = BENCHMARKS[name].run(config, resolved)
+    stem = common.result_stem(name, resolved)
+    common.write_json(payload, out / f"{stem}.json")
+    plots.PLOTS[name](payload, out / f"{stem}.png")
+    _print(name, payload)
+    logger.info("%s benchmark: %.0f s", name, time.perf_counter() - start)
+    return payload
+
+
+def _config(name: str, quick: bool, **options: Any) -> Any:
+    """The benchmark's config dataclass: its quick variant, or defaults + options."""
+    cls = {
+        "model": model_bench.ModelBenchConfig,
+        "service": service_bench.ServiceBenchConfig,
+        "md": md_bench.MDBenchConfig,
+    }[name]
+    return cls.quick() if quick else cls(**options)
+
+
+@bench_app.command()
+def model(
+    out: Out = DEFAULT_OUT,
+    quick: Quick = False,
+    device: Device = "cpu",
+    threads: Threads = 1,
+    mace_path: MacePath = None,
+) -> None:
+    """Time, memory, parameters: EGNN, HEGNN L=1,2,3,6, e3nn tensor products.
+
+    N-body graphs of 5-100 bodies (dynamics) and aspirin (energy + forces);
+    --mace-path adds MACE on aspirin.
+    """
+    config = _config("model", quick, mace_path=mace_path)
+    _run("model", config, out, device, threads)
+
+
+@bench_app.command()
+def service(
+    out: Out = DEFAULT_OUT,
+    quick: Quick = False,
+    device: Device = "cpu",
+    threads: Threads = 1,
+) -> None:
+    """A real server, 1-64 clients: batching on vs off vs the Predictor in-process.
+
+    Requests/s, structures/s, µs/atom, p50/p95/p99 latency (aspirin).
+    """
+    _run("service", _config("service", quick), out, device, threads)
+
+
+@bench_app.command()
+def md(
+    out: Out = DEFAULT_OUT,
+    quick: Quick = False,
+    device: Device = "cpu",
+    threads: Threads = 1,
+) -> None:
+    """ASE MD steps/s in-process vs RemoteCalculator; NVE energy drift."""
+    _run("md", _config("md", quick), out, device, threads)
+
+
+@bench_app.command("all")
+def all_(
+    out: Out = DEFAULT_OUT,
+    quick: Quick = False,
+    device: Device = "cpu",
+    threads: Threads = 1,
+    mace_path: MacePath = None,
+) -> None:
+    """model, service and md, one after the other (about 6-8 min on 2 cores)."""
+    start = time.perf_counter()
+    _run("model", _config("model", quick, mace_path=mace_path), out, device, threads)
+    for name in ("service", "md"):
+        _run(name, _config(name, quick), out, device, threads)
+    logger.info("all benchmarks: %.0f s", time.perf_counter() - start)
+
+
+# -- tables ------------------------------------------------------------------------
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
+    return str(value)
+
+
+def _print(name: str, payload: dict) -> None:
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    {"model": _model_table, "service": _service_table, "md": _md_table}[name](
+        console, payload["results"]
+    )
+    targets = Table(title=f"{name}: targets (DESIGN.md §10)")
+    for column in ("target", "measured", "threshold", "met"):
+        targets.add_column(column)
+    for t in payload["targets"]:
+        sign = "≥" if t["higher_is_better"] else "≤"
+        met = {True: "yes", False: "NO", None: "-"}[t["met"]]
+        targets.add_row(
+            t["name"], _f(t["value"]), f"{sign} {t['threshold']} {t['unit']}", met
+        )
+    console.print(targets)
+
+
+def _model_table(console: Console, results: dict) -> None:
+    table = Table(title="model cost (ms per call; ×: ratio to EGNN in this run)")
+    for column in (
+        "setting",
+        "model",
+        "params",
+        "fwd",
+        "fwd+bwd / E+F",
+        "train",
+        "peak MiB",
+    ):
+        table.add_column(column, justify="right")
+    for setting, s in results["settings"].items():
+        if "skipped" in s:
+            table.add_row(setting, "-", "-", s["skipped"], "", "", "")
+            continue
+        for model_name, m in s["models"].items():
+            if "skipped" in m:
+                table.add_row(setting, model_name, "-", m["skipped"], "", "", "")
+                continue
+            second = m.get("fwd_bwd") or m["energy_forces"]
+            train = m.get("train_step")
+            table.add_row(
+                setting,
+                model_name,
+                f"{m['params']:,}",
+                f"{_f(m['fwd']['ms'])} ({_f(m['fwd']['ratio_to_egnn'])}×)",
+                f"{_f(second['ms'])} ({_f(second['ratio_to_egnn'])}×)",
+                ""
+                if train is None
+                else f"{_f(train['ms'])} ({_f(train['ratio_to_egnn'])}×)",
+                _f(second["peak_mib"]),
+            )
+    console.print(table)
+
+
+def _service_table(console: Console, results: dict) -> None:
+    table = Table(title=f"service, aspirin ({results['n_atoms']} atoms) per request")
+    for column in (
+        "mode",
+        "clients",
+        "req/s",
+        "µs/atom",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "structures/call",
+    ):
+        table.add_column(column, justify="right")
+    for r in results["runs"]:
+        table.add_row(
+            r["mode"],
+            str(r["clients"]),
+            _f(r["requests_per_s"]),
+            _f(r["us_per_atom"]),
+            _f(r["p50_ms"]),
+            _f(r["p95_ms"]),
+            _f(r["p99_ms"]),
+            _f(r["mean_structures_per_model_call"]),
+        )
+    for clients, v in results["in_process"].items():
+        table.add_row(
+            "in-process",
+            clients,
+            _f(v["structures_per_s"]),
+            _f(1e6 / (v["structures_per_s"] * results["n_atoms"])),
+            "",
+            "",
+            "",
+            _f(v["batch"]),
+        )
+    console.print(table)
+
+
+def _md_table(console: Console, results: dict) -> None:
+    table = Table(title=f"ASE MD, aspirin ({results['n_atoms']} atoms)")
+    for column in ("calculator", "ms/step", "steps/s"):
+        table.add_column(column, justify="right")
+    for name, ms in results["ms_per_step"].items():
+        table.add_row(name, _f(ms), _f(results["steps_per_s"][name]))
+    console.print(table)
+    overhead = results["overhead_ms_per_step"]
+    nve = results["nve"]
+    console.print(
+        f"server compute per call {_f(results['server_compute_ms_per_call'])} ms; "
+        + "; ".join(f"{k} {_f(v)} ms" for k, v in overhead.items())
+        + f"\nNVE {nve['steps']} steps × {nve['timestep_fs']} fs: drift "
+        f"{_f(nve['drift_mev_per_atom_per_ps'])} meV/atom/ps, max |ΔE| "
+        f"{_f(nve['max_abs_deviation_mev_per_atom'])} meV/atom"
+    )

@@ -1,0 +1,5 @@
+"""``python -m hegnn_cli ...``: the ``hegnn`` command where no console script exists."""
+
+from hegnn_cli import app
+
+app(prog_name="hegnn")
