@@ -19,20 +19,11 @@ from training.data.tasks import (
     md17_trajectory_dataset,
 )
 
+from .graphs import assert_served_graph_plus
+
 DATA = Path(__file__).resolve().parents[2] / "data" / "md17"
 KCAL = 0.0433641  # eV per kcal/mol (SOURCE.md)
 TRAJ = ModelConfig(task="dynamics", features="md17-traj", lmax=1, hidden_dim=8)
-
-
-def assert_served_graph_plus(g, served, *targets: str) -> None:
-    """``g`` is ``served`` (same fields, dtypes and values) plus ``targets``."""
-    assert set(g.keys()) == {*served.keys(), *targets}
-    for key in served.keys():
-        a, b = g[key], served[key]
-        if isinstance(b, torch.Tensor):
-            assert a.dtype == b.dtype and torch.equal(a, b), key
-        else:
-            assert a == b, key
 
 
 def force_field(r_max: float) -> ModelConfig:

@@ -20,18 +20,9 @@ from training.data.nbody import (
 )
 from training.data.tasks import nbody_dataset, rotation_xyz
 
+from .graphs import assert_served_graph_plus
+
 NBODY = ModelConfig(task="dynamics", features="nbody", lmax=1, hidden_dim=8)
-
-
-def assert_served_graph_plus(g, served, *targets: str) -> None:
-    """``g`` is ``served`` (same fields, dtypes and values) plus ``targets``."""
-    assert set(g.keys()) == {*served.keys(), *targets}
-    for key in served.keys():
-        a, b = g[key], served[key]
-        if isinstance(b, torch.Tensor):
-            assert a.dtype == b.dtype and torch.equal(a, b), key
-        else:
-            assert a == b, key
 
 
 def synced_energy(x: np.ndarray, v: np.ndarray, q: np.ndarray, dt: float) -> np.ndarray:
