@@ -41,8 +41,11 @@ class Architecture(BaseModel):
     )
     num_bessel: int = Field(8, ge=1, description="Bessel radial functions (with r_max)")
     envelope_p: int = Field(6, ge=2, description="order p of the polynomial envelope")
-    inner_product_map: Literal["bounded", "identity"] = Field(
-        "bounded", description="bounded: z -> z / sqrt(1 + z^2) (smooth, no detach)"
+    inner_product_map: Literal["bounded", "identity", "asinh"] = Field(
+        "bounded",
+        description="map of the inner products z: bounded z / sqrt(1 + z^2) "
+        "(smooth, no detach), identity (the official code), asinh (unbounded, "
+        "logarithmic growth)",
     )
     coord_gain: float = Field(
         1.0, gt=0, description="init gain of phi_x's last layer (EGNN uses 0.001)"

@@ -82,7 +82,7 @@ class HEGNN(nn.Module):
                 aggregation=aggregation,
                 update_positions=update_positions,
                 use_velocity=use_velocity,
-                bounded_inner_products=config.inner_product_map == "bounded",
+                inner_product_map=config.inner_product_map,
                 coord_gain=config.coord_gain,
                 coord_clamp=config.coord_clamp,
             )

@@ -54,7 +54,7 @@ class HEGNNLayer(nn.Module):
         aggregation: str = "mean",
         update_positions: bool = True,
         use_velocity: bool = False,
-        bounded_inner_products: bool = True,
+        inner_product_map: str = "bounded",
         coord_gain: float = 1.0,
         coord_clamp: float | None = None,
     ) -> None:
@@ -69,7 +69,7 @@ class HEGNNLayer(nn.Module):
         )
         self.phi_h = MLP(2 * H, H, H, activation)
         if lmax is not None:
-            self.inner_products = InnerProducts(lmax, bounded=bounded_inner_products)
+            self.inner_products = InnerProducts(lmax, inner_product_map)
             self.phi_v = MLP(H, H, lmax + 1, activation)
             self.register_buffer("degree", degree_index(lmax), persistent=False)
         self.phi_x = (

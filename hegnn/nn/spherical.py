@@ -33,22 +33,40 @@ class SphericalHarmonics(nn.Module):
         )
 
 
+INNER_PRODUCT_MAPS = ("bounded", "identity", "asinh")
+
+
 class InnerProducts(nn.Module):
     r"""z^{(l)}_{ij} = \langle v_i^{(l)}, v_j^{(l)} \rangle for l = 0..L  (HEGNN Eq. 4).
 
     Invariant under O(3) because each block transforms by the orthogonal Wigner matrix
-    D^(l). ``bounded=True`` maps z -> z / sqrt(1 + z^2): smooth, bounded in (-1, 1) and
-    monotone, so messages cannot blow up as the quadratic z grows (the official code's
-    NaN problem), and no ``detach`` is needed, keeping forces conservative.
+    D^(l). ``mapping`` is applied to z (all smooth and odd, so forces stay
+    conservative and no ``detach`` is needed):
+
+    - ``bounded``: z / sqrt(1 + z^2), bounded in (-1, 1) and monotone, so messages
+      cannot blow up as the quadratic z grows (the official code's NaN problem); it
+      saturates once |z| >> 1 and then discards magnitude.
+    - ``identity``: z as is (the official code).
+    - ``asinh``: asinh(z), ≈ z near 0 and logarithmic for large |z|: keeps magnitude
+      information without the identity's unbounded growth.
+
     Shapes: ``v_i, v_j: [n_edges, (L+1)^2]`` -> ``[n_edges, L+1]``.
     """
 
-    def __init__(self, lmax: int, bounded: bool = True) -> None:
+    def __init__(self, lmax: int, mapping: str = "bounded") -> None:
         super().__init__()
-        self.bounded = bounded
+        if mapping not in INNER_PRODUCT_MAPS:
+            raise ValueError(
+                f"mapping: expected one of {INNER_PRODUCT_MAPS}, got {mapping!r}"
+            )
+        self.mapping = mapping
         block = torch.nn.functional.one_hot(degree_index(lmax), lmax + 1)
         self.register_buffer("block", block.to(torch.get_default_dtype()))
 
     def forward(self, v_i: Tensor, v_j: Tensor) -> Tensor:
         z = (v_i * v_j) @ self.block.to(v_i.dtype)
-        return z * torch.rsqrt(1.0 + z * z) if self.bounded else z
+        if self.mapping == "bounded":
+            return z * torch.rsqrt(1.0 + z * z)
+        if self.mapping == "asinh":
+            return torch.asinh(z)
+        return z

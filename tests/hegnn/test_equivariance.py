@@ -31,6 +31,31 @@ def test_clamped_coordinate_update_stays_equivariant() -> None:
     assert_equivariant(model, random_structure(n_atoms=8, seed=4), atol=1e-9)
 
 
+@pytest.mark.parametrize("mapping", ["identity", "asinh", "bounded"])
+def test_inner_product_maps_stay_equivariant(mapping) -> None:
+    model = tiny_model("dynamics", 2, "nbody", inner_product_map=mapping)
+    assert_equivariant(model, random_structure(n_atoms=8, seed=6), atol=1e-9)
+
+
+def test_inner_product_maps() -> None:
+    import torch
+
+    from hegnn.nn.spherical import InnerProducts
+
+    v = torch.tensor([[1.0, 2.0, 0.0, 0.0]], dtype=torch.float64)  # l=0: 1, l=1: |2|
+    z = torch.tensor([[1.0, 4.0]], dtype=torch.float64)
+    expected = {
+        "identity": z,
+        "asinh": torch.asinh(z),
+        "bounded": z / torch.sqrt(1 + z * z),
+    }
+    for mapping, want in expected.items():
+        got = InnerProducts(1, mapping).double()(v, v)
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="mapping"):
+        InnerProducts(1, "tanh")
+
+
 def test_assert_equivariant_catches_a_broken_model() -> None:
     model = tiny_model("dynamics", 1, "nbody")
     model.backbone.layers[0].phi_vel = None  # still equivariant; now break it:
