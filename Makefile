@@ -8,7 +8,7 @@ CHECKPOINTS ?= checkpoints
 TORCH_PIP_ARGS ?=
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run test test-slow lint bench clean install-scale run-ray test-ray
 
 $(BIN)/hegnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,21 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# Ray Serve (deploy/ray/, README "Scaling out"): the `scale` extra, not in `install`.
+install-scale: install
+	$(BIN)/pip install --quiet -e '.[scale]'
+
+# One machine, on loopback: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on 127.0.0.1
+# (otherwise it binds the routable address). The proxy listens on 8000, as `make run`.
+run-ray: install-scale
+	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 PYTHONPATH=$(CURDIR) \
+	  $(BIN)/serve run deploy/ray/serve.yaml
+
+# A local Ray cluster: 2 replicas = 1 process, a replica killed under load, autoscaling,
+# GPU placement on simulated nodes (about 3 min on 2 cores; Ray is stopped afterwards).
+test-ray: install-scale
+	$(BIN)/python -m pytest -q -s -m slow tests/deploy/test_ray.py tests/deploy/test_ray_gpu.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

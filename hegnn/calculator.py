@@ -15,14 +15,16 @@ from hegnn.checkpoint import load
 from hegnn.device import resolve_device
 from hegnn.inputs import make_graph_data
 from hegnn.rules import input_rule
-from hegnn.structure import StructureInput
+from hegnn.structure import StructureInput, centred
 
 
 class HEGNNCalculator(Calculator):
     """Energy (eV) and forces (eV/Å) from a potential checkpoint, in this process.
 
     ``HEGNNCalculator("checkpoints/md17-aspirin-ff-hegnn")``; ``device`` defaults to
-    CUDA when available. Uses the cell and pbc of the Atoms.
+    CUDA when available. Uses the cell and pbc of the Atoms. Positions are centred
+    (periodic: wrapped into the cell) in float64 before the model, so answers do
+    not depend on where the structure sits.
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
@@ -61,6 +63,7 @@ class HEGNNCalculator(Calculator):
             pbc=self.atoms.pbc.copy() if periodic else None,
         )
         self.rule.check(structure)
+        structure, _ = centred(structure)  # float64, before a float32 model
         data = make_graph_data(
             self.card.model,
             structure.positions,

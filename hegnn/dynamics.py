@@ -1,6 +1,7 @@
 """Dynamics head: (x, v, attributes) -> x after the model's Δt, and rollouts."""
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -34,15 +35,21 @@ class DynamicsModel(nn.Module):
         return {keys.POSITIONS: x}
 
     @torch.no_grad()
-    def rollout(self, data, steps: int) -> Tensor:
+    def rollout(
+        self, data, steps: int, check: Callable[[], None] | None = None
+    ) -> Tensor:
         """Autoregressive positions after Δt, 2Δt, ...: ``[steps, n, 3]``.
 
         The next input velocity is the mean velocity over the last step,
         (x_{t+Δt} - x_t) / Δt, an approximation the single-step model never saw.
+        ``check`` is called before each step; it may raise to stop the rollout
+        (the service's deadline and cancellation).
         """
         state = copy.copy(data)
         frames = []
         for _ in range(steps):
+            if check is not None:
+                check()
             x_next = self(state)[keys.POSITIONS]
             velocities = (x_next - state[keys.POSITIONS]) / self.delta_t
             state = copy.copy(state)

@@ -7,6 +7,8 @@ directions present, no self loops. Knows nothing of models.
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+from scipy.sparse import csr_matrix
+from scipy.spatial import cKDTree
 from torch import LongTensor, Tensor
 from vesin import NeighborList
 
@@ -39,6 +41,45 @@ def bond_2hop_graph(
     j, i = np.nonzero(hop)
     edge_index = torch.as_tensor(np.stack([j, i]), dtype=torch.long)
     return edge_index, torch.as_tensor(hop[j, i], dtype=torch.long)
+
+
+def count_bond_2hop_edges(positions: ArrayLike, cutoff: float) -> int:
+    """Edges of ``bond_2hop_graph`` from sparse neighbour lists (no n x n matrix)."""
+    x = np.asarray(positions, dtype=np.float64)
+    n = len(x)
+    if n < 2:
+        return 0
+    pairs = cKDTree(x).query_pairs(cutoff, p=2.0, output_type="ndarray")
+    # query_pairs keeps d <= cutoff, the graph d < cutoff: drop the boundary.
+    if len(pairs):
+        d = np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=-1)
+        pairs = pairs[d < cutoff]
+    i = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    j = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    bond = csr_matrix((np.ones(len(i), dtype=np.int64), (i, j)), shape=(n, n))
+    reach = (bond + bond @ bond).tocoo()
+    return int(np.count_nonzero(reach.row != reach.col))
+
+
+def count_radius_edges(
+    positions: ArrayLike,
+    cutoff: float,
+    cell: ArrayLike | None = None,
+    pbc: ArrayLike | bool | None = None,
+) -> int:
+    """Edges of ``radius_graph``, from vesin's half list of pair indices only."""
+    x = np.ascontiguousarray(positions, dtype=np.float64)
+    periodic = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(pbc, 3)
+    box = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+    if periodic.any() and abs(np.linalg.det(box)) < 1e-12:
+        raise InputError("cell", "periodic boundaries need a cell with non-zero volume")
+    if not periodic.any():
+        box = np.zeros((3, 3))
+    nl = NeighborList(cutoff=float(cutoff), full_list=False)
+    (i,) = nl.compute(
+        points=x, box=box, periodic=[bool(p) for p in periodic], quantities="i"
+    )
+    return 2 * len(i)
 
 
 def radius_graph(

@@ -9,7 +9,6 @@ requests to it get 503; /readyz is 503 only when no model loaded. With
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import torch
@@ -22,19 +21,24 @@ from service.deps import ServiceState
 from service.errors import (
     InputError,
     InternalError,
+    JobStopped,
     Overloaded,
     input_error_handler,
     internal_error_handler,
+    job_stopped_handler,
     overloaded_handler,
     validation_error_handler,
 )
+from service.jobs import JobRunner
 from service.metrics import Metrics
 from service.middleware import (
     ArrivalsMiddleware,
     BodySizeLimitMiddleware,
+    BodyTimeoutMiddleware,
     JSONBodyMiddleware,
     RequestLogMiddleware,
 )
+from service.openapi import openapi_for
 from service.registry import StartupError, load_registry
 from service.routes import health, metrics, models, predict
 from service.settings import Settings, get_settings
@@ -68,6 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_atoms=s.max_batch_atoms,
             max_wait_s=s.max_wait_ms / 1000,
             max_pending_atoms=s.max_pending_atoms,
+            max_edges=s.max_request_edges,
             arrivals=app.state.arrivals,
         )
         for name, predictor in registry.predictors.items()
@@ -75,14 +80,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     }
     for batcher in batchers.values():
         await batcher.start()
-    executor = ThreadPoolExecutor(s.trajectory_workers, thread_name_prefix="traj")
-    app.state.service = ServiceState(s, metrics_, registry, batchers, executor)
+    jobs = JobRunner(
+        metrics_,
+        workers=s.trajectory_workers,
+        max_queued=s.max_queued_jobs,
+        timeout_s=s.job_timeout_s,
+        drain_s=s.drain_s,
+    )
+    app.state.service = ServiceState(s, metrics_, registry, batchers, jobs)
     try:
         yield
     finally:
+        await jobs.close()
         for batcher in batchers.values():
             await batcher.close()
-        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def begin_drain(app: FastAPI) -> None:
+    """SIGTERM (see service/cli.py): refuse new jobs, stop running ones after
+    HEGNN_DRAIN_S. Safe in a signal handler."""
+    state = getattr(app.state, "service", None)
+    if state is not None:
+        state.jobs.begin_drain()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -96,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.openapi = lambda: openapi_for(app, auth=bool(settings.api_keys))
     app.state.metrics = Metrics()
     app.state.arrivals = Arrivals()
     for router in (health.router, metrics.router, models.router, predict.router):
@@ -103,10 +123,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(InputError, input_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Overloaded, overloaded_handler)
+    app.add_exception_handler(JobStopped, job_stopped_handler)
     app.add_exception_handler(InternalError, internal_error_handler)
     app.add_exception_handler(Exception, internal_error_handler)
     app.add_middleware(ArrivalsMiddleware, arrivals=app.state.arrivals)
     app.add_middleware(JSONBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
     return app

@@ -67,6 +67,7 @@ class ForceBatcher:
         max_atoms: int = 4096,
         max_wait_s: float = 0.002,
         max_pending_atoms: int = 65536,
+        max_edges: int = 100_000,
         arrivals: Arrivals | None = None,
     ) -> None:
         self.predictor = predictor
@@ -75,6 +76,7 @@ class ForceBatcher:
         self.max_atoms = max_atoms
         self.max_wait_s = max_wait_s
         self.max_pending_atoms = max_pending_atoms
+        self.max_edges = max_edges  # edge budget of one call (bounds its memory)
         self._pending_atoms = 0  # atoms of requests accepted and not yet answered
         self._requests = 0  # requests inside forces()
         self.arrivals = arrivals  # None: always wait up to max_wait
@@ -170,12 +172,18 @@ class ForceBatcher:
         return self.arrivals.counts[self.predictor.name] > self._requests
 
     def _take(self) -> list[_Item]:
-        """Oldest items within the atom budget (always at least one)."""
+        """Oldest items within the atom and edge budgets (always at least one)."""
         batch = [self._items.popleft()]
         atoms = batch[0].prepared.n_atoms
-        while self._items and atoms + self._items[0].prepared.n_atoms <= self.max_atoms:
+        edges = batch[0].prepared.n_edges
+        while (
+            self._items
+            and atoms + self._items[0].prepared.n_atoms <= self.max_atoms
+            and edges + self._items[0].prepared.n_edges <= self.max_edges
+        ):
             item = self._items.popleft()
             atoms += item.prepared.n_atoms
+            edges += item.prepared.n_edges
             batch.append(item)
         self._queued_atoms -= atoms
         return batch

@@ -21,7 +21,8 @@ class RemoteCalculator(Calculator):
     request. ASE's ``check_state`` caching applies: unchanged atoms cost no request.
     The cell and pbc are sent when ``atoms.pbc.any()``. Pass ``client`` to share one
     :class:`HEGNNClient` (its connection) between calculators; it is then not closed
-    by :meth:`close`.
+    by :meth:`close`. ``todict()`` gives url and model; the calculator pickles and
+    deep-copies (the copy reconnects on first use).
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
@@ -38,8 +39,11 @@ class RemoteCalculator(Calculator):
         if model is None or (url is None and client is None):
             raise ValueError("RemoteCalculator needs a url (or client) and a model")
         super().__init__(**kwargs)
+        self.url = client.url if client is not None else str(url).rstrip("/")
+        self._api_key = api_key
+        self.timeout = timeout
         self._owns_client = client is None
-        self.client = client or HEGNNClient(url, api_key=api_key, timeout=timeout)
+        self._client = client
         self.model = model
         self.card = self.client.model(model)
         if self.card.get("task") != "potential":
@@ -49,10 +53,34 @@ class RemoteCalculator(Calculator):
             )
         self.species = frozenset(int(z) for z in self.card["model"]["species"])
 
+    @property
+    def client(self) -> HEGNNClient:
+        """The HTTP client; opened on first use (also after unpickling)."""
+        if self._client is None:
+            self._client = HEGNNClient(
+                self.url, api_key=self._api_key, timeout=self.timeout
+            )
+            self._owns_client = True
+        return self._client
+
     def close(self) -> None:
         """Close the HTTP connection if this calculator opened it."""
-        if self._owns_client:
-            self.client.close()
+        if self._owns_client and self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def todict(self, skip_default: bool = True) -> dict[str, Any]:
+        """What rebuilds this calculator (ASE writes it into trajectories): the
+        url, model and timeout; never the API key."""
+        return {"url": self.url, "model": self.model, "timeout": self.timeout}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles and deep copies carry no connection: the copy opens its own on
+        first use (with the same url, key and timeout)."""
+        state = self.__dict__.copy()
+        state["_client"] = None
+        state["_owns_client"] = True
+        return state
 
     def check_species(self, atoms: Atoms) -> None:
         """ValueError naming the atomic numbers the model was not trained on."""

@@ -3,12 +3,25 @@
 ``HEGNNClient`` has ``forces`` (potential models), ``md`` (server-side MD with a
 potential model) and ``trajectory`` (a dynamics model's rollout). Imports only numpy,
 httpx and ase (never torch), so it runs in any MD environment. One ``httpx.Client``
-is reused for every call (keep-alive, TCP_NODELAY). Connection errors are retried
-with exponential back-off; HTTP errors (4xx/5xx) are not retried and raise
-:class:`HEGNNServiceError` with the server's message.
+is reused for every call (keep-alive, TCP_NODELAY).
+
+Retries: every call of the API is a pure function of its request (the server keeps no
+state between requests), so sending one again can only cost time, never change a
+result. A call is retried, with capped exponential back-off and the server's
+``Retry-After``, when no answer came: the connection failed or dropped (a replica
+restarting, a proxy closing a kept-alive connection), or a proxy or the server said
+so: 502 and 503 (no healthy replica, a full queue, a server shutting down), 429 (too
+many requests), and a 500 or 504 that the service did not write (a proxy's: Ray
+Serve's answers 500 for a replica that died mid-request). The service's own 500 (a
+model call raised) and 504 (a job ran past HEGNN_JOB_TIMEOUT_S) are JSON with a
+``detail`` and final: a repeat would fail the same way. Other HTTP errors raise
+:class:`HEGNNServiceError` at once with the server's message; a read timeout is not
+retried (the server may still be working on it).
 """
 
+import email.utils
 import logging
+import random
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +50,44 @@ RETRYABLE = (
     httpx.ReadError,
     httpx.WriteError,
 )
+
+# Statuses that mean "not now" rather than "not this request": retried with back-off.
+RETRY_STATUSES = frozenset({429, 502, 503})
+# Retried only when a proxy wrote them, not the service (see _retryable).
+PROXY_RETRY_STATUSES = frozenset({500, 504})
+
+
+def _from_service(response: httpx.Response) -> bool:
+    """The answer has the service's JSON error body ``{"detail": ...}``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "detail" in body
+
+
+def _retryable(response: httpx.Response) -> bool:
+    """Worth sending again (module docstring): 429/502/503, or a proxy's 500/504
+    (the service's own 500 and 504 are final)."""
+    if response.status_code in RETRY_STATUSES:
+        return True
+    return response.status_code in PROXY_RETRY_STATUSES and not _from_service(response)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class HEGNNServiceError(Exception):
@@ -158,9 +209,12 @@ class HEGNNClient:
 
     ``url``: e.g. ``http://127.0.0.1:8000``; ``api_key``: sent as
     ``Authorization: Bearer``; ``timeout``: seconds per request (connect, read, write);
-    ``retries``: extra attempts after a connection error, waiting
-    ``backoff * 2**k`` seconds before attempt k + 1; ``transport``: an httpx
-    transport (default: TCP_NODELAY sockets; ``httpx.MockTransport`` in tests).
+    ``retries``: extra attempts after a dropped connection or a retryable status (see
+    the module's docstring), waiting ``backoff * 2**k`` seconds before attempt k + 1
+    (the server's ``Retry-After`` when longer), at most ``max_backoff``, less a random
+    part of up to a half so that clients do not retry in step (defaults: 0.1 s, 0.2 s,
+    0.4 s, ... up to 5 s; 5 retries wait at most 3.1 s in all); ``transport``: an
+    httpx transport (default: TCP_NODELAY sockets; ``httpx.MockTransport`` in tests).
     ``http`` is the ``httpx.Client``.
     """
 
@@ -169,14 +223,16 @@ class HEGNNClient:
         url: str,
         api_key: str | None = None,
         timeout: float = 30.0,
-        retries: int = 3,
+        retries: int = 5,
         backoff: float = 0.1,
         transport: httpx.BaseTransport | None = None,
+        max_backoff: float = 5.0,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        self.max_backoff = max_backoff
         self.http = httpx.Client(
             base_url=self.url,
             headers=headers,
@@ -197,28 +253,35 @@ class HEGNNClient:
     def request(self, method: str, path: str, json: Any = None) -> Any:
         """One API call; returns the decoded JSON answer.
 
-        Retries connection errors only; raises HEGNNConnectionError when all attempts
-        fail or no answer comes within the timeout (not retried: the server may be
-        working on it), and HEGNNServiceError for an HTTP error status.
+        Retries dropped connections and retryable statuses (module docstring); raises
+        HEGNNConnectionError when every attempt failed to connect or no answer came
+        within the timeout (not retried: the server may be working on it), and
+        HEGNNServiceError for an HTTP error status (the last one, after retries).
         """
         for attempt in range(self.retries + 1):
+            last = attempt == self.retries
             try:
                 response = self.http.request(method, path, json=json)
-                break
             except RETRYABLE as err:
-                if attempt == self.retries:
+                if last:
                     raise HEGNNConnectionError(
                         f"cannot reach hegnn-serve at {self.url} ({method} {path}) "
                         f"after {attempt + 1} attempts: {err!r}"
                     ) from err
-                wait = self.backoff * 2**attempt
-                logger.warning("%s %s: %r; retrying in %.2f s", method, path, err, wait)
-                time.sleep(wait)
+                self._wait(attempt, None, f"{method} {path}: {err!r}")
+                continue
             except httpx.TransportError as err:
                 raise HEGNNConnectionError(
                     f"no answer from hegnn-serve at {self.url} ({method} {path}) "
                     f"within the timeout of {self.http.timeout.read} s: {err!r}"
                 ) from err
+            if last or not _retryable(response):
+                break
+            self._wait(
+                attempt,
+                _retry_after(response),
+                f"{method} {path}: HTTP {response.status_code}",
+            )
         if response.is_error:
             try:
                 body = response.json()
@@ -231,6 +294,16 @@ class HEGNNClient:
                 f"{method} {path}: {_error_message(detail)}",
             )
         return response.json()
+
+    def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
+        """Sleep before attempt ``attempt + 1``: capped exponential back-off with
+        jitter, or the server's Retry-After when longer (also capped)."""
+        wait = self.backoff * 2**attempt * random.uniform(0.5, 1.0)
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        wait = min(wait, self.max_backoff)
+        logger.warning("%s; retrying in %.2f s", why, wait)
+        time.sleep(wait)
 
     def health(self) -> bool:
         """True when the server answers ``/healthz``."""

@@ -7,7 +7,6 @@ FastAPI would run plain functions in a worker thread, a thread hop per dependenc
 """
 
 import hmac
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.batching import ForceBatcher
+from service.jobs import JobRunner
 from service.metrics import Metrics
 from service.predictor import Predictor
 from service.registry import Registry
@@ -24,13 +24,13 @@ from service.settings import Settings
 @dataclass
 class ServiceState:
     """What the lifespan builds: models, their batchers, the /trajectory and /md
-    threads."""
+    job runner."""
 
     settings: Settings
     metrics: Metrics
     registry: Registry
     batchers: dict[str, ForceBatcher]
-    trajectory_executor: ThreadPoolExecutor
+    jobs: JobRunner
 
 
 async def get_state(request: Request) -> ServiceState:

@@ -6,6 +6,10 @@
 - ``LimitError``, an InputError over a size limit of this server: ``413 {"detail":
   "<field>: <message>"}``.
 - ``Overloaded`` (a full queue): ``503`` with ``Retry-After``.
+- ``JobStopped`` (a /trajectory or /md job stopped before its end, see
+  service/jobs.py): its ``status`` (499 client gone, 503 with ``Retry-After``
+  shutting down or waited past the deadline, 504 ran past the deadline) with
+  ``{"detail": message}``.
 - ``InternalError`` (a model call that raised; a failed batch) and any other
   exception: logged, ``500 {"detail": "internal error (request id ...)"}``.
 """
@@ -28,11 +32,13 @@ MAX_ERRORS = 20  # validation errors listed per answer
 __all__ = [
     "InputError",
     "InternalError",
+    "JobStopped",
     "LimitError",
     "Loc",
     "Overloaded",
     "input_error_handler",
     "internal_error_handler",
+    "job_stopped_handler",
     "overloaded_handler",
     "validation_error_handler",
 ]
@@ -46,6 +52,47 @@ class Overloaded(RuntimeError):
     """Too much work is queued for a model; the client should retry later."""
 
 
+RETRY_AFTER_S = 1
+
+
+class JobStopped(Exception):
+    """A job stopped before its end; ``status`` is the HTTP answer."""
+
+    reason = "stopped"
+    status = 503
+    retry_after: int | None = None
+
+
+class JobCancelled(JobStopped):
+    """The client went away."""
+
+    reason = "cancelled"
+    status = 499
+
+
+class JobTimeout(JobStopped):
+    """The job ran past its deadline."""
+
+    reason = "timeout"
+    status = 504
+
+
+class ShuttingDown(JobStopped):
+    """The server is draining; the job was stopped or never started."""
+
+    reason = "shutdown"
+    status = 503
+    retry_after = RETRY_AFTER_S
+
+
+class QueueTimeout(JobStopped):
+    """The deadline passed while the job waited for a thread (server busy)."""
+
+    reason = "queue_timeout"
+    status = 503
+    retry_after = RETRY_AFTER_S
+
+
 class InternalError(RuntimeError):
     """The server failed, not the input (e.g. a model call raised). The message is
     ours and safe to show; the cause is in the log."""
@@ -54,8 +101,19 @@ class InternalError(RuntimeError):
 async def overloaded_handler(request: Request, exc: Exception) -> JSONResponse:
     """503 with Retry-After: the queue is full, nothing is wrong with the input."""
     return JSONResponse(
-        {"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"}
+        {"detail": str(exc)},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
     )
+
+
+async def job_stopped_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A job stopped before its end: its status and message (see service/jobs.py)."""
+    assert isinstance(exc, JobStopped)
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
 
 
 async def input_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,7 @@ Units are ASE's at the edges: positions Å, velocities Å/fs, time fs, energy eV
 forces eV/Å, masses amu (ASE's standard atomic masses), temperature K, friction 1/fs.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,8 +77,15 @@ class PredictorCalculator(Calculator):
         }
 
 
-def run_md(predictor: Predictor, structure: StructureInput, run: MDRun) -> list[Frame]:
-    """Integrate ``run.steps`` steps; frames at step 0, every, 2·every, ..."""
+def run_md(
+    predictor: Predictor,
+    structure: StructureInput,
+    run: MDRun,
+    check: Callable[[], None] | None = None,
+) -> list[Frame]:
+    """Integrate ``run.steps`` steps; frames at step 0, every, 2·every, ...
+    ``check`` is called before each step and may raise to stop the run (the
+    service's deadline and cancellation)."""
     atoms = Atoms(
         numbers=structure.numbers,
         positions=structure.positions,
@@ -121,6 +129,8 @@ def run_md(predictor: Predictor, structure: StructureInput, run: MDRun) -> list[
     try:
         frames = [frame(0)]
         for step in range(1, run.steps + 1):
+            if check is not None:
+                check()
             dyn.run(1)
             if step % run.every == 0:
                 frames.append(frame(step))

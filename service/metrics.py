@@ -90,6 +90,25 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.jobs_queued = Gauge(
+            "hegnn_jobs_queued",
+            "/trajectory and /md jobs waiting for a worker thread",
+            ["model"],
+            registry=r,
+        )
+        self.jobs_running = Gauge(
+            "hegnn_jobs_running",
+            "/trajectory and /md jobs running",
+            ["model"],
+            registry=r,
+        )
+        self.jobs_stopped = Counter(
+            "hegnn_jobs_stopped",
+            "jobs stopped before their end, by reason (cancelled, timeout, "
+            "shutdown, queue_timeout)",
+            ["model", "reason"],
+            registry=r,
+        )
         self.models = Gauge(
             "hegnn_models",
             "checkpoint folders by state (loaded, failed)",

@@ -1,10 +1,12 @@
 """ASGI middleware: request id, one JSON log line and metrics per request; body size
-limit; POST bodies read as JSON; force requests counted for the batcher.
+limit and body read timeout (408); POST bodies read as JSON; force requests counted
+for the batcher.
 
 The log line holds request id, method, path, route, model, structures, atoms,
 status and ms; routes add model/structures/atoms through ``note_request``.
 """
 
+import asyncio
 import itertools
 import json
 import logging
@@ -148,6 +150,57 @@ class BodySizeLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class BodyTimeout(HTTPException):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            408,
+            f"body: not received within this server's {timeout_s:g} s "
+            "(HEGNN_BODY_TIMEOUT_S); the connection is closed",
+            headers={"Connection": "close"},
+        )
+
+
+class BodyTimeoutMiddleware:
+    """408 and a closed connection when a request body is not complete within
+    ``timeout_s`` of the request's start (a stalled upload, a Content-Length larger
+    than what is sent, a slowloris client trickling bytes).
+
+    The deadline holds for the whole body, not per read, so a trickle of bytes does
+    not extend it. ``receive`` raises ``BodyTimeout`` (an HTTPException, which
+    FastAPI re-raises while reading the body, like ``BodyTooLarge``). Once the body
+    is complete, ``receive`` is passed through untouched (it then waits for the
+    client's disconnect, which long jobs watch for).
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                complete = True
+                raise BodyTimeout(self.timeout_s) from None
+            if message["type"] != "http.request" or not message.get("more_body"):
+                complete = True
+            return message
+
+        await self.app(scope, timed_receive, send)
 
 
 class JSONBodyMiddleware:

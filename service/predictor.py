@@ -8,8 +8,11 @@ models by their Δt. Input errors are hegnn's ``InputError`` with the offending
 field's path.
 """
 
+import ctypes
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,20 +26,24 @@ from vesin import NeighborList
 
 from hegnn import ModelCard, keys, load, make_graph_data
 from hegnn.rules import input_rule
-from hegnn.structure import StructureInput
+from hegnn.structure import StructureInput, centred
 from service.errors import InputError, LimitError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ForceResult", "Predictor", "Prepared", "StructureInput"]
+__all__ = ["EdgeBudget", "ForceResult", "Predictor", "Prepared", "StructureInput"]
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A checked structure as a graph in the model's dtype, ready to batch."""
+    """A checked structure as a graph in the model's dtype, ready to batch; its
+    positions were centred (``hegnn.structure.centred``): the input positions are
+    the graph's plus ``shift``."""
 
     data: Data
     n_atoms: int
+    n_edges: int = 0
+    shift: NDArray[np.float64] | None = None  # [1, 3] or [n, 3]
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,59 @@ class ForceResult:
         return bool(np.isfinite(self.energy) and np.isfinite(self.forces).all())
 
 
+class EdgeBudget:
+    """Graph edges inside model calls at once, over all models of the process.
+
+    A model call's memory grows with its edges (about 10 kB per edge for an L=3
+    force field with forces), so this bounds the process's memory when several
+    models' batches and MD jobs run at once: a call waits until its edges fit. A
+    call larger than the whole budget runs alone.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, edges: int) -> Iterator[None]:
+        edges = min(edges, self.capacity)
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_use + edges <= self.capacity)
+            self.in_use += edges
+        try:
+            yield
+        finally:
+            if edges >= TRIM_EDGES:
+                _malloc_trim()  # before the next call may take these edges
+            with self._cond:
+                self.in_use -= edges
+                self._cond.notify_all()
+
+
+TRIM_EDGES = 10_000  # calls this large give their freed memory back to the OS
+
+
+def _load_malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim(0), or a no-op elsewhere.
+
+    Each thread allocates from its own malloc arena, and memory freed in one arena
+    is not reused by the next thread's call: without a trim, the process keeps the
+    peak of every thread that ran a large call (measured: 3.1 GB for three
+    99k-edge calls in turn, 1.4 GB with the trim).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+_malloc_trim = _load_malloc_trim()
+
+
 class Predictor:
     """One loaded model and its card, served under ``name`` (the folder name)."""
 
@@ -61,7 +121,7 @@ class Predictor:
         card: ModelCard,
         device: torch.device,
         min_distance: float = 0.5,
-        max_edges: int = 200_000,
+        max_edges: int = 100_000,
     ) -> None:
         self.name = name
         # Serving never trains: without parameter gradients, autograd records only
@@ -74,6 +134,7 @@ class Predictor:
         self.rule = input_rule(self.config)
         self.min_distance = min_distance
         self.max_edges = max_edges
+        self.budget: EdgeBudget | None = None  # shared by the registry's models
 
     @classmethod
     def load(
@@ -112,30 +173,41 @@ class Predictor:
 
     # -- checks ----------------------------------------------------------------
 
-    def prepare(self, s: StructureInput) -> Prepared:
-        """Check one structure against this model and build its graph."""
+    def check(self, s: StructureInput) -> int:
+        """Check one structure's inputs and cell; its number of graph edges
+        (counted, not built), LimitError over HEGNN_MAX_EDGES."""
         self.rule.check(s)  # required/refused inputs, species, heavy atoms
         self._check_cell(s)
-        self._check_distances(s)
-        data = make_graph_data(  # the rule keeps the inputs it uses
-            self.config,
-            s.positions,
-            numbers=s.numbers,
-            velocities=s.velocities,
-            charges=s.charges,
-            cell=s.cell if s.periodic else None,
-            pbc=s.pbc if s.periodic else None,
-            dtype=self.dtype,
+        n_edges = self.rule.count_edges(
+            s.positions, s.cell if s.periodic else None, s.pbc if s.periodic else None
         )
-        n_edges = data[keys.EDGE_INDEX].shape[1]
         if n_edges > self.max_edges:
             raise LimitError(
                 keys.POSITIONS,
-                f"the graph has {n_edges} edges, more than this server's "
-                f"{self.max_edges} (HEGNN_MAX_EDGES); atoms too dense or cell too "
-                "small",
+                f"the graph would have {n_edges} edges, more than this server's "
+                f"{self.max_edges} per structure (HEGNN_MAX_EDGES); atoms too dense "
+                "or cell too small",
             )
-        return Prepared(data, len(s.positions))
+        return n_edges
+
+    def prepare(self, s: StructureInput, n_edges: int | None = None) -> Prepared:
+        """Check one structure against this model and build its graph, centred
+        next to the origin. ``n_edges``: ``check(s)`` was already called."""
+        if n_edges is None:
+            n_edges = self.check(s)
+        self._check_distances(s)
+        moved, shift = centred(s)
+        data = make_graph_data(  # the rule keeps the inputs it uses
+            self.config,
+            moved.positions,
+            numbers=moved.numbers,
+            velocities=moved.velocities,
+            charges=moved.charges,
+            cell=moved.cell if moved.periodic else None,
+            pbc=moved.pbc if moved.periodic else None,
+            dtype=self.dtype,
+        )
+        return Prepared(data, len(s.positions), n_edges, shift)
 
     def _check_cell(self, s: StructureInput) -> None:
         if not s.periodic:
@@ -199,7 +271,7 @@ class Predictor:
     def forces(self, prepared: Sequence[Prepared]) -> list[ForceResult]:
         """Energies and forces of many structures in one model call, in order."""
         batch = self._batch(prepared)
-        with torch.enable_grad():
+        with self._hold(sum(p.n_edges for p in prepared)), torch.enable_grad():
             out = self.model(batch)
         energy = out[keys.ENERGY].detach().cpu().to(torch.float64).numpy()
         forces = out[keys.FORCES].detach().cpu().to(torch.float64).numpy()
@@ -210,14 +282,27 @@ class Predictor:
         ]
 
     def rollout(
-        self, prepared: Sequence[Prepared], steps: int, every: int = 1
+        self,
+        prepared: Sequence[Prepared],
+        steps: int,
+        every: int = 1,
+        check: Callable[[], None] | None = None,
     ) -> list[NDArray[np.float64]]:
-        """Positions after every ``every``-th Δt: ``[steps // every, n, 3]`` each."""
+        """Positions after every ``every``-th Δt: ``[steps // every, n, 3]`` each,
+        moved back where the input was. ``check`` runs before each Δt step and
+        may raise to stop the rollout (deadline, cancellation)."""
         batch = self._batch(prepared)
-        frames = self.model.rollout(batch, steps)  # [steps, n_total, 3]
+        frames = self.model.rollout(batch, steps, check)  # [steps, n_total, 3]
         kept = frames[every - 1 :: every].cpu().to(torch.float64).numpy()
         bounds = batch.ptr.cpu().numpy()
-        return [kept[:, bounds[k] : bounds[k + 1]] for k in range(len(prepared))]
+        out = []
+        for k, p in enumerate(prepared):
+            x = kept[:, bounds[k] : bounds[k + 1]]
+            out.append(x if p.shift is None else x + p.shift)
+        return out
+
+    def _hold(self, edges: int):
+        return self.budget.hold(edges) if self.budget is not None else nullcontext()
 
     @property
     def delta_t(self) -> float:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hegnn import resolve_device
-from service.predictor import Predictor
+from service.predictor import EdgeBudget, Predictor
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def load_registry(settings: Settings) -> Registry:
             raise StartupError(message)
         logger.error("%s; serving no models", message)
         return registry
+    budget = EdgeBudget(settings.max_inflight_edges)
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if folder.name.startswith("."):
             continue
@@ -55,6 +56,7 @@ def load_registry(settings: Settings) -> Registry:
                 min_distance=settings.min_distance,
                 max_edges=settings.max_edges,
             )
+            registry.predictors[folder.name].budget = budget
         except Exception as err:  # any failure to load is this folder's problem
             message = f"{type(err).__name__}: {err}"
             if settings.strict_checkpoints:

@@ -397,6 +397,13 @@ class ModelList(BaseModel):
     )
 
 
+class ErrorMessage(BaseModel):
+    """Every error answer but 422: what went wrong, in words (limits and settings
+    named by their HEGNN_* variable; 500s carry the request id)."""
+
+    detail: str
+
+
 class Health(BaseModel):
     status: str
 

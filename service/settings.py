@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     )
     max_frames: int = Field(1000, ge=1, description="frames returned per structure")
     max_edges: int = Field(
-        200_000, ge=1, description="graph edges per structure (bounds memory)"
+        100_000,
+        ge=1,
+        description="graph edges per structure, counted before the graph is built "
+        "(bounds memory: about 10 kB per edge for an L=3 force field)",
     )
     min_distance: float = Field(
         0.5,
@@ -69,7 +72,41 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     torch_threads: int = Field(1, ge=1, description="torch.set_num_threads")
     trajectory_workers: int = Field(
-        1, ge=1, description="threads running /trajectory and /md requests concurrently"
+        2,
+        ge=1,
+        description="/trajectory and /md jobs running at once (one model uses at "
+        "most all but one of them, so another model's job always finds one free)",
+    )
+    max_queued_jobs: int = Field(
+        4, ge=0, description="jobs waiting per model; more -> 503 Retry-After"
+    )
+    job_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="deadline of a /trajectory or /md job from its arrival, s: "
+        "waiting past it -> 503 Retry-After, running past it -> 504",
+    )
+    drain_s: float = Field(
+        6.0,
+        ge=0,
+        le=60,
+        description="on SIGTERM: running jobs get this long to finish, then they "
+        "are stopped (503) and the process exits 0",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="time to receive a whole request body; then 408"
+    )
+    max_request_edges: int = Field(
+        100_000,
+        ge=1,
+        description="graph edges of all structures of one request, and of one "
+        "batched model call (bounds memory)",
+    )
+    max_inflight_edges: int = Field(
+        120_000,
+        ge=1,
+        description="graph edges in force evaluations at once, all models and MD "
+        "jobs together; more wait (bounds the process's memory)",
     )
 
     @field_validator("api_keys", mode="before")

@@ -25,6 +25,7 @@ SERVE = """
 import json, sys
 import uvicorn
 uvicorn.run = lambda app, **options: None  # everything up to the server loop
+uvicorn.Server.run = lambda server, sockets=None: setattr(server, 'started', True)
 from hegnn_cli import app
 try:
     app(["serve", "--checkpoints", sys.argv[1], "--device", "cpu"], prog_name="hegnn")

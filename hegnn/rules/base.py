@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from torch import Tensor
 
+from hegnn import keys
 from hegnn.errors import InputError
 from hegnn.structure import StructureInput
 
@@ -73,6 +74,17 @@ class InputRule(ABC):
     ) -> dict[str, Tensor]:
         """Graph of one structure: ``edge_index [2, n_edges]`` (j -> i) and the
         rule's edge fields (``edge_shifts`` or ``edge_hop``), keyed as hegnn.keys."""
+
+    def count_edges(
+        self,
+        positions: np.ndarray,
+        cell: np.ndarray | None = None,
+        pbc: np.ndarray | None = None,
+    ) -> int:
+        """Edges ``edges()`` would build, to refuse a structure before its graph
+        (and the model's memory per edge) exists. Rules override it with a count
+        that needs no more memory than the neighbour list."""
+        return int(self.edges(positions, cell, pbc)[keys.EDGE_INDEX].shape[1])
 
     @abstractmethod
     def attributes(self, data, x_ij: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from hegnn import keys
 from hegnn.errors import InputError
-from hegnn.graph import bond_2hop_graph
+from hegnn.graph import bond_2hop_graph, count_bond_2hop_edges
 from hegnn.rules.base import InputRule
 from hegnn.structure import StructureInput
 
@@ -52,6 +52,9 @@ class MD17TrajRule(InputRule):
     def edges(self, positions, cell=None, pbc=None) -> dict[str, Tensor]:
         edge_index, hop = bond_2hop_graph(positions, self.config.bond_cutoff)
         return {keys.EDGE_INDEX: edge_index, keys.EDGE_HOP: hop}
+
+    def count_edges(self, positions, cell=None, pbc=None) -> int:
+        return count_bond_2hop_edges(positions, self.config.bond_cutoff)
 
     def attributes(self, data, x_ij: Tensor) -> tuple[Tensor, Tensor]:
         j, i = data[keys.EDGE_INDEX]

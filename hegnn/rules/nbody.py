@@ -32,6 +32,10 @@ class NBodyRule(InputRule):
     def edges(self, positions, cell=None, pbc=None) -> dict[str, Tensor]:
         return {keys.EDGE_INDEX: full_graph(len(positions))}
 
+    def count_edges(self, positions, cell=None, pbc=None) -> int:
+        n = len(positions)
+        return n * (n - 1)
+
     def attributes(self, data, x_ij: Tensor) -> tuple[Tensor, Tensor]:
         j, i = data[keys.EDGE_INDEX]
         speed = data[keys.VELOCITIES].norm(dim=-1, keepdim=True)

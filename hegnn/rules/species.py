@@ -5,7 +5,7 @@ from torch import Tensor
 
 from hegnn import keys
 from hegnn.errors import InputError
-from hegnn.graph import radius_graph
+from hegnn.graph import count_radius_edges, radius_graph
 from hegnn.rules.base import InputRule
 from hegnn.structure import StructureInput
 
@@ -64,6 +64,9 @@ class SpeciesRule(InputRule):
     def edges(self, positions, cell=None, pbc=None) -> dict[str, Tensor]:
         edge_index, shifts = radius_graph(positions, self.config.r_max, cell, pbc)
         return {keys.EDGE_INDEX: edge_index, keys.EDGE_SHIFTS: shifts}
+
+    def count_edges(self, positions, cell=None, pbc=None) -> int:
+        return count_radius_edges(positions, self.config.r_max, cell, pbc)
 
     def attributes(self, data, x_ij: Tensor) -> tuple[Tensor, Tensor]:
         index = self.species_index(data[keys.NUMBERS])

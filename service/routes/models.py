@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from service.deps import PredictorDep, StateDep, require_api_key
+from service.openapi import LIST_ERRORS, MODEL_ERRORS
 from service.schemas import ModelList
 
 router = APIRouter(
@@ -12,7 +13,7 @@ router = APIRouter(
 )
 
 
-@router.get("", response_model=ModelList)
+@router.get("", response_model=ModelList, responses=LIST_ERRORS)
 async def list_models(state: StateDep) -> ModelList:
     """Summaries (name, task, species, units, metrics, delta_t, architecture) of
     every loaded model, and the folders that failed to load."""
@@ -25,7 +26,7 @@ async def list_models(state: StateDep) -> ModelList:
     )
 
 
-@router.get("/{name}", response_model=dict[str, Any])
+@router.get("/{name}", response_model=dict[str, Any], responses=MODEL_ERRORS)
 async def get_model(predictor: PredictorDep) -> dict[str, Any]:
     """The full card.json of a model (``name`` is the folder name)."""
     return {**predictor.card.model_dump(mode="json"), "name": predictor.name}

@@ -18,9 +18,17 @@ from fastapi import APIRouter, Body, Depends, Request
 
 from hegnn import keys
 from service.deps import PredictorDep, ServiceState, StateDep, require_api_key
-from service.errors import InputError, InternalError, LimitError
+from service.errors import (
+    InputError,
+    InternalError,
+    JobStopped,
+    LimitError,
+    Overloaded,
+)
+from service.jobs import Job
 from service.md import MDRun, run_md
 from service.middleware import note_request
+from service.openapi import FORCES_ERRORS, JOB_ERRORS
 from service.predictor import Predictor, Prepared
 from service.schemas import (
     FORCES_EXAMPLES,
@@ -45,17 +53,6 @@ from service.settings import Settings
 router = APIRouter(
     prefix="/v1/models", tags=["predict"], dependencies=[Depends(require_api_key)]
 )
-ERRORS = {
-    401: {"description": "missing or invalid API key (when HEGNN_API_KEYS is set)"},
-    404: {"description": "unknown model; the message lists the known names"},
-    413: {"description": "over a limit: atoms, structures, steps, frames, body size"},
-    422: {
-        "description": "malformed input, `loc` names the field; a model of the wrong "
-        "kind: `loc` is `[path, name]` and the message names the right endpoint"
-    },
-    500: {"description": "internal error; the body gives the request id"},
-    503: {"description": "the model failed to load, or its queue is full"},
-}
 INLINE_ATOMS = 200  # requests up to this many atoms are prepared on the event loop
 T = TypeVar("T")
 
@@ -133,47 +130,72 @@ def check_run(settings: Settings, run: RolloutParams, frames: int) -> None:
         )
 
 
-def prepare_all(predictor: Predictor, items: Items) -> list[Prepared]:
-    """Check and build every structure; the first error names its structure."""
-    prepared = []
+def prepare_all(
+    predictor: Predictor, items: Items, max_request_edges: int
+) -> list[Prepared]:
+    """Check every structure and count its edges (413 over the per-structure or
+    per-request edge budget) before any graph is built; then build them. The
+    first error names its structure."""
+    counted = []
+    total = 0
     for prefix, structure in items:
+        arrays = structure.arrays()
         try:
-            prepared.append(predictor.prepare(structure.arrays()))
+            n_edges = predictor.check(arrays)
+        except InputError as err:
+            raise err.under(*prefix) from None
+        total += n_edges
+        counted.append((prefix, arrays, n_edges))
+    if total > max_request_edges:
+        raise LimitError(
+            ("body",),
+            f"the graphs of this request would have {total} edges, more than this "
+            f"server's {max_request_edges} per request (HEGNN_MAX_REQUEST_EDGES); "
+            "send fewer or smaller structures per request",
+        )
+    prepared = []
+    for prefix, arrays, n_edges in counted:
+        try:
+            prepared.append(predictor.prepare(arrays, n_edges))
         except InputError as err:
             raise err.under(*prefix) from None
     return prepared
 
 
-async def prepare(predictor: Predictor, items: Items, atoms: int) -> list[Prepared]:
+async def prepare(
+    state: ServiceState, predictor: Predictor, items: Items, atoms: int
+) -> list[Prepared]:
     """Small requests are prepared on the event loop (under a millisecond, cheaper
     than a thread hop); large ones in a worker thread."""
+    budget = state.settings.max_request_edges
     if atoms <= INLINE_ATOMS:
-        return prepare_all(predictor, items)
-    return await asyncio.to_thread(prepare_all, predictor, items)
+        return prepare_all(predictor, items, budget)
+    return await asyncio.to_thread(prepare_all, predictor, items, budget)
 
 
-async def run_timed(
+async def run_job(
     state: ServiceState,
+    request: Request,
     predictor: Predictor,
     kind: str,
     atoms: int,
-    call: Callable[[], T],
+    work: Callable[[Job], T],
 ) -> T:
-    """Run ``call`` in the trajectory threads and record its compute time; an
-    exception other than an InputError is an InternalError (500)."""
+    """Run ``work(job)`` as a job (service/jobs.py: queue, deadline, cancellation
+    on disconnect) and record its compute time; an exception other than an
+    InputError or a stop is an InternalError (500)."""
 
-    def timed() -> T:
+    def timed(job: Job) -> T:
         start = time.perf_counter()
-        out = call()
+        out = work(job)
         state.metrics.observe_call(
             predictor.name, kind, 1, atoms, time.perf_counter() - start
         )
         return out
 
-    loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(state.trajectory_executor, timed)
-    except InputError:
+        return await state.jobs.run(predictor.name, kind, timed, request.receive)
+    except (InputError, JobStopped, Overloaded):
         raise
     except Exception as err:
         raise InternalError(f"the {kind} of model {predictor.name} failed") from err
@@ -183,7 +205,7 @@ async def run_timed(
     "/{name}/forces",
     response_model=ForcesResponse,
     response_model_exclude_none=True,
-    responses=ERRORS,
+    responses=FORCES_ERRORS,
 )
 async def forces(
     body: Annotated[ForcesBody, Body(openapi_examples=FORCES_EXAMPLES)],
@@ -196,7 +218,7 @@ async def forces(
     items = body.items()
     atoms = check_sizes(state.settings, items)
     note_request(request, len(items), atoms)
-    prepared = await prepare(predictor, items, atoms)
+    prepared = await prepare(state, predictor, items, atoms)
     outcomes = await state.batchers[predictor.name].forces(prepared)
     results = []
     for (prefix, _), outcome in zip(items, outcomes, strict=True):
@@ -218,7 +240,7 @@ async def forces(
     "/{name}/trajectory",
     response_model=TrajectoryResponse,
     response_model_exclude_none=True,
-    responses=ERRORS,
+    responses=JOB_ERRORS,
 )
 async def trajectory(
     body: Annotated[TrajectoryBody, Body(openapi_examples=TRAJECTORY_EXAMPLES)],
@@ -233,13 +255,14 @@ async def trajectory(
     atoms = check_sizes(state.settings, items)
     note_request(request, len(items), atoms)
     check_run(state.settings, body, body.steps // body.every)
-    prepared = await prepare(predictor, items, atoms)
-    positions = await run_timed(
+    prepared = await prepare(state, predictor, items, atoms)
+    positions = await run_job(
         state,
+        request,
         predictor,
         "rollout",
         atoms * body.steps,
-        lambda: predictor.rollout(prepared, body.steps, body.every),
+        lambda job: predictor.rollout(prepared, body.steps, body.every, job.check),
     )
     times = [predictor.delta_t * k for k in range(body.every, body.steps + 1)]
     times = times[:: body.every]
@@ -264,7 +287,7 @@ async def trajectory(
     "/{name}/md",
     response_model=MDResponse,
     response_model_exclude_none=True,
-    responses=ERRORS,
+    responses=JOB_ERRORS,
 )
 async def md(
     body: Annotated[MDBody, Body(openapi_examples=MD_EXAMPLES)],
@@ -280,13 +303,14 @@ async def md(
     atoms = check_sizes(state.settings, items)
     note_request(request, len(items), atoms)
     check_run(state.settings, body, body.steps // body.every + 1)  # with step 0
-    await prepare(predictor, items, atoms)  # every start state, before any MD
-    runs = await run_timed(
+    await prepare(state, predictor, items, atoms)  # every start state, before MD
+    runs = await run_job(
         state,
+        request,
         predictor,
         "md",
         atoms * body.steps,
-        lambda: _simulate(predictor, items, body),
+        lambda job: _simulate(predictor, items, body, job.check),
     )
     results = [MDResult(frames=frames) for frames in runs]
     units = dict(keys.MD_UNITS)
@@ -297,9 +321,12 @@ async def md(
 
 
 def _simulate(
-    predictor: Predictor, items: Items, params: MDParams
+    predictor: Predictor,
+    items: Items,
+    params: MDParams,
+    check: Callable[[], None] | None = None,
 ) -> list[list[MDFrame]]:
-    """Worker thread: one MD run per structure, in order."""
+    """Worker thread: one MD run per structure, in order; ``check`` between steps."""
     run = MDRun(
         timestep_fs=params.timestep_fs,
         steps=params.steps,
@@ -312,7 +339,7 @@ def _simulate(
     runs: list[list[MDFrame]] = []
     for prefix, structure in items:
         try:
-            frames = run_md(predictor, structure.arrays(), run)
+            frames = run_md(predictor, structure.arrays(), run, check)
         except InputError as err:
             raise err.under(*prefix) from None
         runs.append(

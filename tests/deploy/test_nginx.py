@@ -134,3 +134,21 @@ def test_nginx_balances_over_replicas(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_nginx_times_out_stalled_clients_and_outwaits_jobs() -> None:
+    """Stalled headers or bodies are dropped by the proxy; it waits longer for an
+    answer than a job may run (the service's 504 reaches the client)."""
+    from service.settings import Settings
+
+    text = CONF.read_text()
+
+    def seconds(directive: str) -> float:
+        match = re.search(rf"^\s*{directive} (\d+)s;", text, re.MULTILINE)
+        assert match, f"nginx.conf sets no {directive}"
+        return float(match.group(1))
+
+    defaults = Settings()
+    assert seconds("client_header_timeout") <= 30
+    assert seconds("client_body_timeout") <= defaults.body_timeout_s
+    assert seconds("proxy_read_timeout") > defaults.job_timeout_s

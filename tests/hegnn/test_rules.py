@@ -113,3 +113,21 @@ def test_a_flat_periodic_cell_is_an_input_error_at_cell() -> None:
             SPECIES, s.positions, s.numbers, cell=np.zeros((3, 3)), pbc=True
         )
     assert err.value.field == "cell"
+
+
+@pytest.mark.parametrize(
+    "config", [SPECIES, NBODY, MD17_TRAJ], ids=lambda c: c.features
+)
+@pytest.mark.parametrize("n_atoms", [1, 2, 30])
+def test_counted_edges_equal_the_built_graph(config, n_atoms) -> None:
+    """count_edges (used to refuse a structure before its graph exists) agrees
+    with the graph the rule builds, periodic images included."""
+    rule = input_rule(config)
+    s = random_structure(n_atoms, seed=3, species=(6, 8), density=0.12)
+    cases = [(None, None)]
+    if config is SPECIES:
+        cell = np.diag([6.0, 7.0, 30.0])
+        cases += [(cell, np.array([True, True, False])), (cell, np.array([True] * 3))]
+    for cell, pbc in cases:
+        built = rule.edges(s.positions, cell, pbc)[keys.EDGE_INDEX].shape[1]
+        assert rule.count_edges(s.positions, cell, pbc) == built

@@ -219,6 +219,24 @@ def test_batches_respect_the_atom_budget() -> None:
     assert fake.calls == [2, 2, 2]  # 4 + 4 <= 10 < 4 + 4 + 4
 
 
+def test_batches_respect_the_edge_budget() -> None:
+    fake = FakePredictor()
+
+    async def scenario() -> None:
+        batcher = ForceBatcher(
+            fake, Metrics(), max_atoms=1000, max_edges=250, max_wait_s=0.05
+        )
+        await batcher.start()
+        try:
+            heavy = [Prepared(Data(num_nodes=4), 4, n_edges=100) for _ in range(6)]
+            await asyncio.gather(*(batcher.forces([p]) for p in heavy))
+        finally:
+            await batcher.close()
+
+    asyncio.run(scenario())
+    assert fake.calls == [2, 2, 2]  # 100 + 100 <= 250 < 100 + 100 + 100
+
+
 def test_a_full_queue_answers_overloaded() -> None:
     fake = FakePredictor()
 

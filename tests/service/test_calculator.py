@@ -19,6 +19,8 @@ from hegnn import HEGNNCalculator
 from service.calculator import RemoteCalculator
 from service.client import HEGNNClient
 
+from .conftest import POTENTIAL
+
 N_STEPS = 200
 TIMESTEP_FS = 0.5
 # Velocity Verlet with smooth conservative forces conserves a shadow Hamiltonian: the
@@ -177,3 +179,23 @@ def test_nve_md_equals_in_process_and_conserves_energy(
     slope = np.polyfit(time_ps, remote_e, 1)[0]  # eV/ps
     drift = abs(slope) * 1e3 / len(atoms)
     assert drift < MAX_DRIFT_MEV_PER_ATOM_PS
+
+
+def test_todict_pickle_and_deepcopy(server_url: str) -> None:
+    import copy
+    import pickle
+
+    calc = RemoteCalculator(server_url, POTENTIAL, api_key="secret")
+    assert calc.todict() == {"url": server_url, "model": POTENTIAL, "timeout": 30.0}
+    atoms = molecule("H2O")
+    atoms.calc = calc
+    energy = atoms.get_potential_energy()
+    for clone in (pickle.loads(pickle.dumps(calc)), copy.deepcopy(calc)):
+        assert clone._client is None  # reconnects lazily
+        other = atoms.copy()
+        other.calc = clone
+        assert other.get_potential_energy() == energy
+        clone.close()
+    copied = copy.deepcopy(atoms)
+    assert copied.get_potential_energy() == energy
+    calc.close()

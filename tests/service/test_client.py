@@ -168,13 +168,14 @@ def test_retries_connection_errors_with_backoff() -> None:
 
 
 def test_http_errors_are_not_retried() -> None:
+    # Retried statuses: tests/service/test_client_retries.py
     def failing(request: httpx.Request, n: int) -> httpx.Response:
-        return httpx.Response(503, json={"detail": "models not loaded"})
+        return httpx.Response(500, json={"detail": "internal error (request id 1)"})
 
     c, seen = mock_client(failing, retries=3)
-    with pytest.raises(HEGNNServiceError, match="models not loaded") as err:
+    with pytest.raises(HEGNNServiceError, match="internal error") as err:
         c.models()
-    assert err.value.status_code == 503 and len(seen) == 1
+    assert err.value.status_code == 500 and len(seen) == 1
 
 
 def test_api_key_is_sent_as_bearer() -> None:

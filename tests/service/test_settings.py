@@ -51,7 +51,12 @@ def test_hegnn_serve_runs_uvicorn_with_the_options(monkeypatch, tmp_path) -> Non
     from hegnn_cli import app
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+
+    def run(server: uvicorn.Server, sockets=None) -> None:
+        calls.append((server.config.app, vars(server.config)))
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     result = CliRunner().invoke(
         app,
         [
@@ -69,6 +74,9 @@ def test_hegnn_serve_runs_uvicorn_with_the_options(monkeypatch, tmp_path) -> Non
     assert options["host"] == "0.0.0.0" and options["port"] == 8123
     assert served.state.settings.checkpoints == tmp_path
     assert served.state.settings.device == "auto"
+    # uvicorn's own graceful timeout is a backstop behind HEGNN_DRAIN_S.
+    drain_s = served.state.settings.drain_s
+    assert drain_s <= 10 and options["timeout_graceful_shutdown"] > drain_s
 
 
 def test_hegnn_serve_rejects_a_bad_device() -> None:
