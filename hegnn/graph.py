@@ -61,6 +61,20 @@ def count_bond_2hop_edges(positions: ArrayLike, cutoff: float) -> int:
     return int(np.count_nonzero(reach.row != reach.col))
 
 
+def _periodic_box(
+    cell: ArrayLike | None, pbc: ArrayLike | bool | None
+) -> tuple[np.ndarray, list[bool]]:
+    """vesin's ``box`` (zeros when nothing is periodic) and ``periodic`` flags;
+    InputError at ``cell`` for a periodic cell without volume."""
+    periodic = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(pbc, 3)
+    box = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+    if periodic.any() and abs(np.linalg.det(box)) < 1e-12:
+        raise InputError("cell", "periodic boundaries need a cell with non-zero volume")
+    if not periodic.any():
+        box = np.zeros((3, 3))
+    return box, [bool(p) for p in periodic]
+
+
 def count_radius_edges(
     positions: ArrayLike,
     cutoff: float,
@@ -69,16 +83,9 @@ def count_radius_edges(
 ) -> int:
     """Edges of ``radius_graph``, from vesin's half list of pair indices only."""
     x = np.ascontiguousarray(positions, dtype=np.float64)
-    periodic = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(pbc, 3)
-    box = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
-    if periodic.any() and abs(np.linalg.det(box)) < 1e-12:
-        raise InputError("cell", "periodic boundaries need a cell with non-zero volume")
-    if not periodic.any():
-        box = np.zeros((3, 3))
+    box, periodic = _periodic_box(cell, pbc)
     nl = NeighborList(cutoff=float(cutoff), full_list=False)
-    (i,) = nl.compute(
-        points=x, box=box, periodic=[bool(p) for p in periodic], quantities="i"
-    )
+    (i,) = nl.compute(points=x, box=box, periodic=periodic, quantities="i")
     return 2 * len(i)
 
 
@@ -94,16 +101,9 @@ def radius_graph(
     that ``x_ij = x_i - x_j + shift`` is the vector from the image of j to i.
     """
     x = np.ascontiguousarray(positions, dtype=np.float64)
-    periodic = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(pbc, 3)
-    box = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
-    if periodic.any() and abs(np.linalg.det(box)) < 1e-12:
-        raise InputError("cell", "periodic boundaries need a cell with non-zero volume")
-    if not periodic.any():
-        box = np.zeros((3, 3))
+    box, periodic = _periodic_box(cell, pbc)
     nl = NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, S = nl.compute(
-        points=x, box=box, periodic=[bool(p) for p in periodic], quantities="ijS"
-    )
+    i, j, S = nl.compute(points=x, box=box, periodic=periodic, quantities="ijS")
     # vesin: D = x_j - x_i + S @ box, hence x_i - x_j + shift with shift = -S @ box.
     shifts = -(S.astype(np.float64) @ box)
     edge_index = torch.as_tensor(np.stack([j, i]).astype(np.int64))

@@ -98,11 +98,12 @@ def make_settings(checkpoints: Path, **overrides) -> Settings:
 
 
 @contextmanager
-def running_server(settings: Settings) -> Iterator[str]:
-    """Serve ``create_app(settings)`` in a thread; yields the base URL."""
+def running_server(settings: Settings, port: int = 0) -> Iterator[str]:
+    """Serve ``create_app(settings)`` in a thread on 127.0.0.1:``port`` (0: a free
+    one); yields the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(settings), log_level="warning", access_log=False, lifespan="on"

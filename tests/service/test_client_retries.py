@@ -5,18 +5,16 @@ import email.utils
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 
 import httpx
 import pytest
-import uvicorn
 from ase.build import molecule
 
 from service import client as client_module
-from service.app import create_app
 from service.client import HEGNNClient, HEGNNConnectionError, HEGNNServiceError
 from service.settings import Settings
+
+from .conftest import running_server
 
 
 def mock_client(handler, **kwargs) -> tuple[HEGNNClient, list[httpx.Request]]:
@@ -156,48 +154,20 @@ def test_retry_after_is_respected_and_capped(sleeps: list[float]) -> None:
     assert 1.0 <= sleeps[2] <= 3.0  # an HTTP date, about 3 s ahead
 
 
-@contextmanager
-def server_on(port: int, settings: Settings) -> Iterator[str]:
-    """``create_app(settings)`` served by uvicorn in a thread on 127.0.0.1:``port``."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
-    )
-
-    def serve() -> None:
-        with suppress(SystemExit):
-            server.run(sockets=[sock])
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "no server"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
 def test_real_server_restart_is_ridden_out(server_settings: Settings) -> None:
     """The server goes away between two calls and comes back on the same port 0.5 s
     into the next call: the call succeeds, no error reaches the caller."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with server_on(port, server_settings) as url:
+    with running_server(server_settings, port) as url:
         with HEGNNClient(url) as c:
             first = c.forces("tiny-ff", molecule("H2O"))
     back, done = threading.Event(), threading.Event()
 
     def restart() -> None:
         time.sleep(0.5)
-        with server_on(port, server_settings):
+        with running_server(server_settings, port):
             back.set()
             done.wait(30)
 
