@@ -18,6 +18,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "training.commands:eval_",
         "Metrics of a checkpoint on a split of its protocol, as JSON.",
     ),
+    "study": LazyCommand(
+        "training.study:study",
+        "Train models × seeds on one config and report test MSE with bootstrap CIs.",
+    ),
     "report": LazyCommand(
         "training.report:report",
         "Write the shipped models' metrics table (Markdown + JSON) and their curves.",

@@ -100,7 +100,11 @@ class OptimSection(Frozen):
     max_epochs: int = Field(1000, ge=1)
     max_minutes: float | None = Field(None, gt=0, description="wall-clock budget")
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm")
-    scheduler: Literal["none", "plateau", "cosine"] = "none"
+    scheduler: Literal["none", "constant", "plateau", "cosine"] = Field(
+        "none",
+        description="lr schedule: none = constant (the same), plateau (× "
+        "plateau_factor after plateau_patience evaluations without gain), cosine",
+    )
     plateau_factor: float = Field(0.8, gt=0, lt=1)
     plateau_patience: int = Field(50, ge=1, description="in evaluations")
     warmup_epochs: int = Field(0, ge=0)

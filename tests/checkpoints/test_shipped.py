@@ -28,19 +28,26 @@ def test_checkpoint_loads_and_is_small(path: Path) -> None:
     assert card.model_extra["training"]["command"].startswith("hegnn train")
 
 
-@pytest.fixture(scope="module")
-def nbody_egnn_data(tmp_path_factory) -> Path:
-    """The EGNN-protocol set, regenerated with the project's own generator."""
-    path = tmp_path_factory.mktemp("nbody") / "nbody_egnn_5.npz"
-    generate_nbody(path, nbody_protocol("egnn", 5), seed=43)
-    return path
+_GENERATED: dict[str, Path] = {}
+
+
+def _regenerated_nbody(card: dict, tmp_path_factory) -> Path:
+    """The card's N-body set (``nbody_<protocol>_<N>.npz``, seed 43, the protocol's
+    sizes), regenerated once per session with the project's own generator."""
+    stem = Path(card["data"]["path"]).stem
+    if stem not in _GENERATED:
+        _, protocol, bodies = stem.split("_")
+        path = tmp_path_factory.mktemp("nbody") / f"{stem}.npz"
+        generate_nbody(path, nbody_protocol(protocol, int(bodies)), seed=43)
+        _GENERATED[stem] = path
+    return _GENERATED[stem]
 
 
 def _data_for(path: Path, request) -> Path | None:
     card = _card(path)
     data = Path(card["data"]["path"])
     if card["dataset"] == "nbody":
-        return request.getfixturevalue("nbody_egnn_data")
+        return _regenerated_nbody(card, request.getfixturevalue("tmp_path_factory"))
     if (ROOT / data).is_file():
         return ROOT / data
     return None
@@ -103,9 +110,9 @@ def test_eval_reproduces_the_card_metric(path: Path, request) -> None:
         from training.prepare import content_sha256
 
         assert content_sha256(data) == expected, (
-            "regenerated data differ from the card's: the charged N-body set is "
-            "chaotic, and numpy's float64 power (r^-1.5 in the forces) rounds "
-            "differently on CPUs with and without AVX-512"
+            "regenerated data differ from the card's: the N-body generator is meant "
+            "to be bit-reproducible (tests/training/test_nbody.py pins its hash); "
+            "was it changed after the checkpoint was trained?"
         )
     again = evaluate_checkpoint(path, data, "test", stored["n"])
     card = _card(path)

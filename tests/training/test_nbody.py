@@ -205,3 +205,59 @@ def test_cli_nbody(tmp_path) -> None:
     assert meta["seed"] == 5 and meta["sizes"] == {"train": 2, "val": 1, "test": 1}
     result = CliRunner().invoke(data_app, [*args, "--train", "2", "--out", str(out)])
     assert result.exit_code == 2 and "--val" in result.output
+
+
+# Content hashes of small sets (seed 43, 5 bodies, sizes 6/3/3, all frames): the
+# generator is bit-reproducible (float64, correctly rounded operations, fixed order),
+# so these hold on any machine and numpy/BLAS build.
+PINNED_SHA256 = {
+    "egnn": "a392e997be8760ffab99a43ed5e5da9ce362e8fa2ae639109b20168717b64276",
+    "hegnn": "1a8eb35ee4f5ad6e2831d4109a8abd5c48b56b2eed2b5fe2528cb9734443c3d7",
+}
+_HASH_SCRIPT = """
+import sys, tempfile
+from training.data.nbody import generate_nbody, nbody_protocol
+with tempfile.TemporaryDirectory() as d:
+    for name in ("egnn", "hegnn"):
+        p = nbody_protocol(name, 5, sizes=(6, 3, 3))
+        print(name, generate_nbody(f"{d}/{name}.npz", p, 43)["sha256"])
+"""
+
+
+def _hashes(env: dict[str, str] | None = None) -> dict[str, str]:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run(
+        [sys.executable, "-c", _HASH_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, **(env or {})},
+    ).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+@pytest.mark.parametrize("protocol", ["egnn", "hegnn"])
+def test_generated_content_hash_is_pinned(tmp_path, protocol) -> None:
+    p = nbody_protocol(protocol, 5, sizes=(6, 3, 3))
+    meta = generate_nbody(tmp_path / "n.npz", p, 43)
+    assert meta["sha256"] == PINNED_SHA256[protocol]
+
+
+def test_generator_does_not_depend_on_cpu_dispatch() -> None:
+    """numpy's AVX-512 kernels (pow among them) must not change a single bit."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # pragma: no cover - older numpy layout
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    wide = [
+        f for f in ("X86_V4", "AVX512_ICL", "AVX512_SPR", "AVX512F") if features.get(f)
+    ]
+    if not wide:
+        pytest.skip("this CPU has no AVX-512 features for numpy to dispatch to")
+    narrow = _hashes({"NPY_DISABLE_CPU_FEATURES": " ".join(wide)})
+    assert narrow == PINNED_SHA256

@@ -17,6 +17,12 @@ Initial conditions are drawn one simulation after another from numpy's legacy
 ``RandomState(seed)`` with the draw sequence of each protocol's reference generator
 (EGNN ``synthetic_sim.py``, GMN ``system.py``, run in one process), so the same seed
 gives the same simulations. Integration is vectorised over simulations.
+
+The arrays are bit-identical on any machine and numpy/BLAS build (a test pins the
+content hash of a small set and checks it with numpy's AVX-512 kernels disabled):
+float64 throughout, only correctly rounded element-wise operations in the dynamics
+(no pow, einsum, BLAS or SIMD-ordered reductions) and a fixed summation order. The
+draws come from ``RandomState``'s own Gaussian (glibc's log and sqrt).
 """
 
 import json
@@ -104,7 +110,7 @@ def _draw_egnn(rs: np.random.RandomState, p: NBodyProtocol) -> tuple[np.ndarray,
     q = rs.choice(np.array([-1.0, 0.0, 1.0]), size=(n, 1), p=[0.5, 0.0, 0.5])
     x = rs.randn(3, n) * p.loc_std
     v = rs.randn(3, n)
-    v = v * p.vel_norm / np.sqrt((v**2).sum(axis=0)).reshape(1, -1)
+    v = v * p.vel_norm / np.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).reshape(1, -1)
     n_frames = len(p.save_steps)
     rs.randn(n_frames, 3, n)  # EGNN draws observation noise (variance 0) for x ...
     rs.randn(n_frames, 3, n)  # ... and for v: consumed to keep the stream aligned
@@ -117,7 +123,8 @@ def _draw_gmn(rs: np.random.RandomState, p: NBodyProtocol) -> tuple[np.ndarray, 
     q = rs.choice([1.0, -1.0], size=(n, 1))
     x = rs.randn(n, 3) * p.loc_std
     v = rs.randn(n, 3)
-    v = v / np.sqrt((v**2).sum(axis=-1)).reshape(-1, 1) * p.vel_norm
+    speed = np.sqrt(v[:, 0] * v[:, 0] + v[:, 1] * v[:, 1] + v[:, 2] * v[:, 2])
+    v = v / speed.reshape(-1, 1) * p.vel_norm
     for remaining in range(n, 0, -1):  # GMN assigns bodies to objects at random
         rs.permutation(remaining)
     return x, v, q[:, 0]
@@ -158,13 +165,27 @@ def coulomb_forces(
     """F_i = sum_j q_i q_j (x_i - x_j)/|x_i - x_j|^3 for ``x [S, N, 3]``, ``q [S, N]``.
 
     Each component is clipped to ±``max_force`` when given. Returns ``[S, N, 3]``.
+
+    Bit-reproducible on any machine and numpy/BLAS build: float64 and only
+    correctly rounded element-wise operations (+, -, *, /, sqrt; no pow, no
+    einsum/BLAS, no reductions whose order a SIMD kernel may choose), summed in a
+    fixed order: |x_ij|² as ((dx² + dy²) + dz²), 1/r³ as 1/(r² · sqrt(r²)), and the
+    force as a left-to-right sum over j = 0..N-1 (numpy's float64 ``r2**-1.5`` has an
+    AVX-512 kernel that differs from libm's pow by an ulp, which chaos amplifies).
     """
+    x = np.asarray(x, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
     n = x.shape[1]
     x_ij = x[:, :, None, :] - x[:, None, :, :]  # [S, N, N, 3]
-    r2 = np.einsum("sijk,sijk->sij", x_ij, x_ij)
+    d = x_ij * x_ij
+    r2 = d[..., 0] + d[..., 1]
+    r2 += d[..., 2]
     r2[:, np.arange(n), np.arange(n)] = np.inf  # no self force
-    w = q[:, :, None] * q[:, None, :] * r2**-1.5  # [S, N, N]
-    f = np.einsum("sij,sijk->sik", w, x_ij)
+    w = q[:, :, None] * q[:, None, :]
+    w /= r2 * np.sqrt(r2)  # [S, N, N]; 0 on the diagonal
+    f = w[:, :, 0, None] * x_ij[:, :, 0, :]
+    for j in range(1, n):
+        f += w[:, :, j, None] * x_ij[:, :, j, :]
     if max_force is not None:
         np.clip(f, -max_force, max_force, out=f)
     return f
