@@ -24,7 +24,7 @@ import numpy as np
 import typer
 import yaml
 
-from training.config import NBodyData, TrainConfig, load_config
+from training.config import TrainConfig, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -216,28 +216,17 @@ def close_encounters(cfg: TrainConfig, n: int) -> np.ndarray:
 _TEST_GRAPHS: dict[tuple, list] = {}
 
 
-def _test_graphs(cfg: TrainConfig, model_config: Any) -> list:
-    """The run's test split as ``hegnn train`` builds it, built once per data
-    protocol (every N-body model uses the same input rule and graphs)."""
-    import torch
-
-    from training.data.tasks import nbody_dataset
+def _test_graphs(cfg: TrainConfig) -> list:
+    """The run's test split as ``hegnn train`` builds it (``prepare``), built once
+    per data section, graph parameters and dtype: the models of a study differ in
+    their architecture only, and score the same graphs."""
     from training.prepare import prepare
 
-    d = cfg.data
-    if not isinstance(d, NBodyData):
-        return prepare(cfg).splits["test"]
-    key = (str(d.path), d.frame_in, d.frame_out, d.sizes, cfg.dtype)
+    m = cfg.model
+    graph = (m.r_max, m.bond_cutoff, m.heavy_atoms_only)
+    key = (cfg.data.model_dump_json(), graph, cfg.dtype)
     if key not in _TEST_GRAPHS:
-        graphs = nbody_dataset(
-            model_config,
-            d.path,
-            "test",
-            d.frame_in,
-            d.frame_out,
-            dtype=getattr(torch, cfg.dtype),
-        )
-        _TEST_GRAPHS[key] = graphs[: d.sizes[2]] if d.sizes else graphs
+        _TEST_GRAPHS[key] = prepare(cfg).splits["test"]
     return _TEST_GRAPHS[key]
 
 
@@ -253,7 +242,7 @@ def score_run(run: Run) -> dict[str, Any]:
     torch.set_num_threads(1)
     model, card = load(run.checkpoint)
     cfg = stored_config(card.model_extra["training"]["config"])
-    graphs = _test_graphs(cfg, model.config)
+    graphs = _test_graphs(cfg)
     mse = per_sample_mse(model, graphs, cfg.optim.batch_size).numpy()
     metrics = card.metrics
     if not np.isclose(mse.mean(), metrics["test"]["mse"], rtol=1e-4):
@@ -536,7 +525,9 @@ def write_report(
         summary["missing_runs"] = missing
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_study(summary, out_dir / f"{study}.png")
-    (out_dir / f"{study}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    # Data for programs (per-epoch curves of every run): compact, one line; the
+    # Markdown beside it is the human-readable report.
+    (out_dir / f"{study}.json").write_text(json.dumps(summary) + "\n")
     (out_dir / f"{study}.md").write_text(render_markdown(summary, command))
     return summary
 
