@@ -55,13 +55,7 @@ class HEGNNCalculator(Calculator):
         if unknown:
             raise PropertyNotImplementedError(f"HEGNNCalculator: {sorted(unknown)}")
         super().calculate(atoms, properties, system_changes)
-        periodic = bool(self.atoms.pbc.any())
-        structure = StructureInput(
-            positions=self.atoms.get_positions(),
-            numbers=self.atoms.get_atomic_numbers(),
-            cell=self.atoms.get_cell().array if periodic else None,
-            pbc=self.atoms.pbc.copy() if periodic else None,
-        )
+        structure = StructureInput.from_atoms(self.atoms)
         self.rule.check(structure)
         structure, _ = centred(structure)  # float64, before a float32 model
         data = make_graph_data(

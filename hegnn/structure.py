@@ -22,6 +22,18 @@ class StructureInput:
     def periodic(self) -> bool:
         return self.pbc is not None and bool(self.pbc.any())
 
+    @classmethod
+    def from_atoms(cls, atoms) -> "StructureInput":
+        """Positions and numbers of an ``ase.Atoms``; cell and pbc only when some
+        direction is periodic."""
+        periodic = bool(atoms.pbc.any())
+        return cls(
+            positions=atoms.get_positions(),
+            numbers=atoms.get_atomic_numbers(),
+            cell=atoms.get_cell().array if periodic else None,
+            pbc=atoms.pbc.copy() if periodic else None,
+        )
+
 
 def centred(s: StructureInput) -> tuple[StructureInput, NDArray[np.float64]]:
     """``s`` moved next to the origin, in float64, and the shift that moves it back.

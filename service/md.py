@@ -60,13 +60,7 @@ class PredictorCalculator(Calculator):
         self, atoms=None, properties=None, system_changes=all_changes
     ) -> None:
         super().calculate(atoms, properties or ["energy"], system_changes)
-        pbc = self.atoms.pbc
-        structure = StructureInput(
-            positions=self.atoms.get_positions(),
-            numbers=self.atoms.get_atomic_numbers(),
-            cell=self.atoms.get_cell().array if pbc.any() else None,
-            pbc=pbc.copy() if pbc.any() else None,
-        )
+        structure = StructureInput.from_atoms(self.atoms)
         (result,) = self.predictor.forces([self.predictor.prepare(structure)])
         if not result.finite:
             raise InputError(keys.POSITIONS, "the model gave non-finite forces")

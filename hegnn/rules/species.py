@@ -39,13 +39,9 @@ class SpeciesRule(InputRule):
 
     def check(self, s: StructureInput) -> None:
         super().check(s)
-        unknown = sorted(set(s.numbers.tolist()) - set(self.species))
+        unknown = set(s.numbers.tolist()) - set(self.species)
         if unknown:
-            raise InputError(
-                keys.NUMBERS,
-                f"species {unknown} not known to this model "
-                f"(knows {list(self.species)})",
-            )
+            raise self._unknown(unknown)
 
     def species_index(self, numbers: Tensor) -> Tensor:
         """Index of each atom's Z in the species list; InputError for unknown Z."""
@@ -53,13 +49,15 @@ class SpeciesRule(InputRule):
         match = numbers.unsqueeze(-1) == species  # [n_atoms, n_species]
         known = match.any(dim=-1)
         if not bool(known.all()):
-            unknown = sorted(set(numbers[~known].tolist()))
-            raise InputError(
-                keys.NUMBERS,
-                f"species {unknown} not known to this model "
-                f"(knows {list(self.species)})",
-            )
+            raise self._unknown(set(numbers[~known].tolist()))
         return match.long().argmax(dim=-1)
+
+    def _unknown(self, unknown: set[int]) -> InputError:
+        return InputError(
+            keys.NUMBERS,
+            f"species {sorted(unknown)} not known to this model "
+            f"(knows {list(self.species)})",
+        )
 
     def edges(self, positions, cell=None, pbc=None) -> dict[str, Tensor]:
         edge_index, shifts = radius_graph(positions, self.config.r_max, cell, pbc)
