@@ -40,18 +40,20 @@ RUN if ! command -v python3 >/dev/null; then \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin hegnn
 
 # Dependencies in their own layer, rebuilt only when pyproject.toml changes: torch
-# first and pinned (as in the Makefile) from TORCH_INDEX_URL, then the project's
-# [project] dependencies read from pyproject.toml, which the installed torch satisfies.
+# first and pinned (as in the Makefile) from TORCH_INDEX_URL, then the base (client)
+# dependencies and the `serve` extra read from pyproject.toml, which the installed
+# torch satisfies.
 WORKDIR /src
 COPY pyproject.toml ./
 RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX_URL}" \
-    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > requirements.txt \
     && pip install -r requirements.txt
 
 # The project itself (not editable); its dependencies are in place already. Serving
 # needs the model library, the service and the `hegnn` command only: training/ and
-# benchmarks/ stay out of the image (`hegnn serve` imports neither).
-COPY README.md ./
+# benchmarks/ stay out of the image (`hegnn serve` imports neither; setup.py installs
+# the folders that are present).
+COPY README.md setup.py ./
 COPY hegnn ./hegnn
 COPY hegnn_cli ./hegnn_cli
 COPY service ./service

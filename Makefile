@@ -16,7 +16,7 @@ $(BIN)/hegnn: pyproject.toml
 	# torch first, pinned, so no other package pulls a newer multi-GB build. Elsewhere,
 	# TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu' picks the CPU wheel.
 	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(BIN)/pip install --quiet -e '.[dev,xtb]'
+	$(BIN)/pip install --quiet -e '.[all]'
 	touch $(BIN)/hegnn
 
 install: $(BIN)/hegnn

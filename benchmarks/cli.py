@@ -17,11 +17,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import common, plots
-from benchmarks import md as md_bench
-from benchmarks import model as model_bench
-from benchmarks import service as service_bench
 from hegnn import resolve_device
+from hegnn_serve.benchmarks import committee as committee_bench
+from hegnn_serve.benchmarks import common, plots
+from hegnn_serve.benchmarks import md as md_bench
+from hegnn_serve.benchmarks import model as model_bench
+from hegnn_serve.benchmarks import service as service_bench
+from hegnn_serve.benchmarks import soak as soak_bench
 
 logger = logging.getLogger(__name__)
 bench_app = typer.Typer(
@@ -32,6 +34,8 @@ BENCHMARKS: dict[str, ModuleType] = {
     "model": model_bench,
     "service": service_bench,
     "md": md_bench,
+    "committee": committee_bench,
+    "soak": soak_bench,
 }
 
 Out = Annotated[Path, typer.Option(help="folder for <bench>-<device>.json/.png")]
@@ -70,6 +74,8 @@ def _run(name: str, config: Any, out: Path, device: str, threads: int) -> dict:
     payload = BENCHMARKS[name].run(config, resolved)
     stem = common.result_stem(name, resolved)
     common.write_json(payload, out / f"{stem}.json")
+    if name == "md":  # the profile of one remote step, as a table
+        (out / f"{stem}-profile.md").write_text(md_bench.profile_markdown(payload))
     plots.PLOTS[name](payload, out / f"{stem}.png")
     _print(name, payload)
     logger.info("%s benchmark: %.0f s", name, time.perf_counter() - start)
@@ -82,6 +88,8 @@ def _config(name: str, quick: bool, **options: Any) -> Any:
         "model": model_bench.ModelBenchConfig,
         "service": service_bench.ServiceBenchConfig,
         "md": md_bench.MDBenchConfig,
+        "committee": committee_bench.CommitteeBenchConfig,
+        "soak": soak_bench.SoakConfig,
     }[name]
     return cls.quick() if quick else cls(**options)
 
@@ -128,6 +136,28 @@ def md(
     _run("md", _config("md", quick), out, device, threads)
 
 
+@bench_app.command()
+def committee(
+    out: Out = DEFAULT_OUT,
+    quick: Quick = False,
+    device: Device = "cpu",
+    threads: Threads = 1,
+) -> None:
+    """A committee's cost against one member (ethanol, batches of 1/8/32)."""
+    _run("committee", _config("committee", quick), out, device, threads)
+
+
+@bench_app.command()
+def soak(
+    out: Out = DEFAULT_OUT,
+    quick: Quick = False,
+    device: Device = "cpu",
+    threads: Threads = 1,
+) -> None:
+    """64 force clients × 60 s beside a long /md job, small jobs probed (issue 16)."""
+    _run("soak", _config("soak", quick), out, device, threads)
+
+
 @bench_app.command("all")
 def all_(
     out: Out = DEFAULT_OUT,
@@ -157,9 +187,14 @@ def _f(value: Any, digits: int = 3) -> str:
 
 def _print(name: str, payload: dict) -> None:
     console = Console(width=None if sys.stdout.isatty() else 130)
-    {"model": _model_table, "service": _service_table, "md": _md_table}[name](
-        console, payload["results"]
-    )
+    tables = {
+        "model": _model_table,
+        "service": _service_table,
+        "md": _md_table,
+        "committee": _committee_table,
+        "soak": _soak_table,
+    }
+    tables[name](console, payload["results"])
     targets = Table(title=f"{name}: targets (DESIGN.md §10)")
     for column in ("target", "measured", "threshold", "met"):
         targets.add_column(column)
@@ -170,6 +205,51 @@ def _print(name: str, payload: dict) -> None:
             t["name"], _f(t["value"]), f"{sign} {t['threshold']} {t['unit']}", met
         )
     console.print(targets)
+
+
+def _soak_table(console: Console, results: dict) -> None:
+    forces = results["forces"]
+    table = Table(title="soak: /forces beside a long /md job, and small jobs")
+    for column in ("what", "requests", "failed", "p50 ms", "p99 ms", "worst s"):
+        table.add_column(column)
+    latency = forces["latency"]
+    table.add_row(
+        "/forces",
+        _f(forces["requests"]),
+        _f(forces["failed"]),
+        _f(latency["p50_ms"]),
+        _f(latency["p99_ms"]),
+        "-",
+    )
+    small = results["small_jobs"]
+    failed = sum(p["status"] != 200 for p in small)
+    table.add_row(
+        "small jobs",
+        _f(len(small)),
+        _f(failed),
+        "-",
+        "-",
+        _f(results["small_job_worst_s"]),
+    )
+    long_job = results["long_job"]
+    table.add_row(
+        f"long /md (status {long_job.get('status')})",
+        "1",
+        "-",
+        "-",
+        "-",
+        _f(long_job.get("elapsed_s")),
+    )
+    console.print(table)
+
+
+def _committee_table(console: Console, results: dict) -> None:
+    table = Table(title="committee cost (ms per energy + forces call)")
+    for column in ("structures", "one member", "committee", "ratio (paired)"):
+        table.add_column(column)
+    for n, r in results["batches"].items():
+        table.add_row(n, _f(r["member_ms"]), _f(r["committee_ms"]), _f(r["ratio"]))
+    console.print(table)
 
 
 def _model_table(console: Console, results: dict) -> None:
@@ -253,6 +333,16 @@ def _md_table(console: Console, results: dict) -> None:
     for name, ms in results["ms_per_step"].items():
         table.add_row(name, _f(ms), _f(results["steps_per_s"][name]))
     console.print(table)
+    profile = Table(title="one remote MD step, ms (benchmarks/md.py profile_step)")
+    profile.add_column("stage")
+    for name in results["profile"]:
+        profile.add_column(name, justify="right")
+    first = next(iter(results["profile"].values()))
+    for row in first["rows_ms"]:
+        profile.add_row(
+            row, *(_f(p["rows_ms"][row]) for p in results["profile"].values())
+        )
+    console.print(profile)
     overhead = results["overhead_ms_per_step"]
     nve = results["nve"]
     console.print(

@@ -7,7 +7,7 @@ separate interpreter whose path puts a MACE overlay first, e.g.
         opt-einsum opt-einsum-fx torch-ema prettytable configargparse \\
         python-hostlist torchmetrics lightning-utilities pandas matscipy h5py \\
         lmdb orjson
-    PYTHONPATH=/tmp/mace-site:. python -m benchmarks.mace_anchor
+    PYTHONPATH=/tmp/mace-site:. python -m hegnn_serve.benchmarks.mace_anchor
 
 (the project's venv supplies torch; hegnn runs on e3nn 0.4.4 too). Prints one JSON
 object: the aspirin setting of benchmarks/model.py with ``egnn``, ``hegnn-l3`` and
@@ -30,9 +30,9 @@ from mace import data as mace_data
 from mace import modules, tools
 from mace.tools import torch_geometric
 
-from benchmarks import memory
-from benchmarks.common import aspirin, interleaved, median, paired_ratio
-from benchmarks.model import (
+from hegnn_serve.benchmarks import memory
+from hegnn_serve.benchmarks.common import aspirin, interleaved, median, paired_ratio
+from hegnn_serve.benchmarks.model import (
     R_MAX,
     SPECIES,
     Candidate,

@@ -8,15 +8,20 @@ interleaved segments of the same trajectory length:
 - ``hegnn_calculator``: ``hegnn.HEGNNCalculator`` in this process (the library);
 - ``predictor``: the server's own compute path (``Predictor`` + ASE adapter from
   service.md) in this process: the server's cost without HTTP;
-- ``remote``: ``service.RemoteCalculator`` to a real server on 127.0.0.1.
+- ``remote``: ``service.RemoteCalculator`` to a real server on 127.0.0.1 (its
+  default msgpack body, float arrays as bytes);
+- ``remote_json``: the same with JSON bodies (``HEGNNClient(binary=False)``).
 
 HTTP overhead per step = remote − predictor, from the median step times (ms);
 steps/s come from the total time of all timed steps. The server's /metrics give its
 compute time per call, so the rest of a remote step (JSON, HTTP, checks, graph,
-client) is also reported. NVE: a fixed run in process; the drift is the slope of a
-straight-line fit of the total energy per atom, in meV/atom/ps.
+client) is also reported. ``profile`` names each millisecond of one remote step
+(see :func:`profile_step`), for msgpack and for JSON. NVE: a fixed run in process;
+the drift is the slope of a straight-line fit of the total energy per atom, in
+meV/atom/ps.
 """
 
+import json
 import logging
 import tempfile
 import time
@@ -30,8 +35,10 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.md import velocitydistribution
 from ase.md.verlet import VelocityVerlet
+from pydantic import TypeAdapter
 
-from benchmarks.common import (
+from hegnn import HEGNNCalculator, ModelConfig, build_model, save
+from hegnn_serve.benchmarks.common import (
     SHIPPED_CHECKPOINT,
     Run,
     Target,
@@ -39,15 +46,27 @@ from benchmarks.common import (
     median,
     percentiles,
 )
-from benchmarks.server import copy_checkpoint, delta, running_servers, scrape
-from hegnn import HEGNNCalculator, ModelConfig, build_model, save
-from service.calculator import RemoteCalculator
-from service.md import PredictorCalculator
-from service.predictor import Predictor
+from hegnn_serve.benchmarks.server import (
+    copy_checkpoint,
+    delta,
+    running_servers,
+    scrape,
+)
+from hegnn_serve.service import codec
+from hegnn_serve.service.calculator import RemoteCalculator
+from hegnn_serve.service.client import HEGNNClient, forces_result, structure_json
+from hegnn_serve.service.md import PredictorCalculator
+from hegnn_serve.service.predictor import Predictor, StructureInput
+from hegnn_serve.service.routes.predict import check_sizes, forces_response
+from hegnn_serve.service.schemas import ForcesBody
+from hegnn_serve.service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 FALLBACK_NAME = "aspirin-random-hegnn"
+FORCES_LATENCY = (
+    'hegnn_request_duration_seconds_sum{method="POST",route="/v1/models/{name}/forces"}'
+)
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,152 @@ def nve_drift(
     }
 
 
+def _ms(fn: Any, seconds: float = 0.2) -> float:
+    """Median ms of ``fn()`` over calls filling about ``seconds``."""
+    fn()
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 5:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * median(times)
+
+
+def stage_times(
+    predictor: Predictor, atoms: Atoms, binary: bool, url: str
+) -> dict[str, float]:
+    """ms of each stage of one /forces call, timed here with the server's and the
+    client's own functions (the server runs the same code on the same input)."""
+    adapter = TypeAdapter(ForcesBody)
+    settings = Settings(checkpoints=Path("unused"))
+    body = structure_json(atoms, binary=binary)
+    raw = codec.pack(body) if binary else json.dumps(body).encode()
+    as_json = (
+        json.dumps(codec.as_json_body(codec.unpack(raw))).encode() if binary else raw
+    )
+    parsed = json.loads(as_json)
+    validated = adapter.validate_python(parsed)
+    structure = validated.arrays()
+    n_edges = predictor.check(structure)
+    prepared = predictor.prepare(structure, n_edges)
+    (result,) = predictor.forces([prepared])
+    answer = forces_response(predictor, [result], False, binary).body
+    http = HEGNNClient(url)
+
+    def decode() -> Any:
+        out = codec.unpack(answer) if binary else json.loads(answer)
+        return forces_result(out)
+
+    def validate() -> StructureInput:
+        items = adapter.validate_python(json.loads(as_json)).items()
+        check_sizes(settings, items)
+        return items[0][1].arrays()
+
+    try:
+        stages = {
+            "client encode": _ms(
+                lambda: (
+                    codec.pack(structure_json(atoms, binary=True))
+                    if binary
+                    else json.dumps(structure_json(atoms)).encode()
+                )
+            ),
+            "server: msgpack to JSON body": _ms(
+                lambda: json.dumps(codec.as_json_body(codec.unpack(raw))).encode()
+            )
+            if binary
+            else 0.0,
+            "server: JSON parse + validation + arrays": _ms(validate),
+            "server: checks (species, cell, edge count)": _ms(
+                lambda: predictor.check(structure)
+            ),
+            "server: distance check + graph build": _ms(
+                lambda: predictor.prepare(structure, n_edges)
+            ),
+            "server: serialise answer": _ms(
+                lambda: forces_response(predictor, [result], False, binary)
+            ),
+            "client decode": _ms(decode),
+            "HTTP floor: GET /healthz round trip": _ms(
+                lambda: http.http.get("/healthz")
+            ),
+        }
+    finally:
+        http.close()
+    return stages
+
+
+def profile_step(
+    step_ms: float,
+    reference_ms: float,
+    stages: dict[str, float],
+    queue_wait_ms: float,
+    compute_ms: float,
+    in_app_ms: float,
+) -> dict[str, Any]:
+    """One remote MD step as named rows that add up to its median time.
+
+    ``stages``: :func:`stage_times`; from the server's /metrics: batcher hand-off
+    (enqueue to the model thread's start), model call, and the time the request
+    spent inside the app (outermost middleware, first to last byte: ``in_app_ms``).
+    The in-app time not named by a stage is middleware, FastAPI routing and
+    dependencies and the model thread's way back; the step's time outside the app
+    and the client's named stages is transport, uvicorn's HTTP parsing, httpx and
+    the ASE integrator (the in-process ``HEGNNCalculator`` step, same integrator,
+    graph and model, is the reference; GET /healthz round trip: the HTTP floor).
+    """
+    rows = {k: v for k, v in stages.items() if not k.startswith("HTTP floor")}
+    rows["server: batcher hand-off (queue wait)"] = queue_wait_ms
+    rows["server: model call (E + F)"] = compute_ms
+    server = sum(v for k, v in rows.items() if k.startswith("server"))
+    client = sum(v for k, v in rows.items() if k.startswith("client"))
+    rows["server: rest in the app (middleware, FastAPI, thread hop back)"] = (
+        in_app_ms - server
+    )
+    rows["rest: transport, uvicorn, httpx, ASE step"] = step_ms - in_app_ms - client
+    return {
+        "rows_ms": rows,
+        "remote_step_ms": step_ms,
+        "http_floor_ms": stages["HTTP floor: GET /healthz round trip"],
+        "in_process_step_ms": reference_ms,
+        "overhead_ms": step_ms - reference_ms,
+    }
+
+
+def profile_markdown(payload: dict[str, Any]) -> str:
+    """The profile tables of an md result as Markdown."""
+    results = payload["results"]
+    lines = [
+        "# One ASE MD step through HTTP, aspirin (`hegnn bench md`)",
+        "",
+        f"{payload['date']}, {payload['machine']['cpu']}, "
+        f"{payload['machine']['cores']} cores, torch threads "
+        f"{payload['machine']['torch_threads']}, load "
+        f"{payload['machine']['load_average_start']}, commit "
+        f"{payload['machine']['commit']}. Median ms per step; stages timed "
+        "in-process with the server's and client's own functions, batcher and "
+        "model from the server's /metrics, the rest is the measured step minus them.",
+        "",
+    ]
+    profiles = results["profile"]
+    names = list(profiles)
+    lines += ["| stage | " + " | ".join(names) + " |"]
+    lines += ["|---|" + "---|" * len(names)]
+    for row in profiles[names[0]]["rows_ms"]:
+        values = [f"{profiles[n]['rows_ms'][row]:.3f}" for n in names]
+        lines.append(f"| {row} | " + " | ".join(values) + " |")
+    for label, key in (
+        ("**remote MD step**", "remote_step_ms"),
+        ("in-process `HEGNNCalculator` step", "in_process_step_ms"),
+        ("**overhead (remote − in-process)**", "overhead_ms"),
+        ("HTTP floor (GET /healthz round trip)", "http_floor_ms"),
+    ):
+        values = [f"{profiles[n][key]:.3f}" for n in names]
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def targets(results: dict[str, Any]) -> list[Target]:
     return [
         Target(
@@ -152,7 +317,16 @@ def targets(results: dict[str, Any]) -> list[Target]:
             2.0,
             False,
             "ms",
-        )
+        ),
+        Target(
+            "RemoteCalculator overhead per MD step (remote − in-process "
+            "HEGNNCalculator), aspirin",
+            results["overhead_ms_per_step"]["remote_minus_hegnn_calculator"],
+            2.0,
+            False,
+            "ms",
+            "profile: benchmarks/results/md-<device>-profile.md",
+        ),
     ]
 
 
@@ -185,14 +359,22 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
         }
         variants = [{"device": device, "torch_threads": 1}]
         with running_servers(root, variants) as (server,):
-            remote = RemoteCalculator(server.url, checkpoint.name)
-            calculators["remote"] = remote
+            remotes = {
+                "remote": RemoteCalculator(server.url, checkpoint.name),
+                "remote_json": RemoteCalculator(
+                    model=checkpoint.name, client=HEGNNClient(server.url, binary=False)
+                ),
+            }
+            calculators.update(remotes)
             samples: dict[str, list[float]] = {name: [] for name in calculators}
-            compute: list[float] = []
+            compute: dict[str, list[float]] = {name: [] for name in remotes}
+            waits: dict[str, list[float]] = {name: [] for name in remotes}
+            in_app: dict[str, list[float]] = {name: [] for name in remotes}
+            names = list(calculators)
             for r in range(cfg.rounds):
-                names = list(calculators)
-                for name in names[r % 3 :] + names[: r % 3]:
-                    before = scrape(server.url) if name == "remote" else None
+                k = r % len(names)
+                for name in names[k:] + names[:k]:
+                    before = scrape(server.url) if name in remotes else None
                     samples[name] += step_times(
                         calculators[name], start, cfg.segment_steps, cfg.timestep_fs
                     )
@@ -200,9 +382,34 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
                         after = scrape(server.url)
                         calls = delta(before, after, "hegnn_compute_seconds_count")
                         seconds = delta(before, after, "hegnn_compute_seconds_sum")
-                        compute.append(seconds / calls)
-            remote.close()
+                        compute[name].append(seconds / calls)
+                        wait = delta(before, after, "hegnn_queue_wait_seconds_sum")
+                        waits[name].append(wait / calls)
+                        inside = delta(before, after, FORCES_LATENCY)
+                        in_app[name].append(inside / calls)
+            stages = {
+                name: stage_times(
+                    calculators["predictor"].predictor,
+                    start,
+                    name == "remote",
+                    server.url,
+                )
+                for name in remotes
+            }
+            for remote in remotes.values():
+                remote.client.close()
         ms = {name: 1000 * median(values) for name, values in samples.items()}
+        profile = {
+            name: profile_step(
+                ms[name],
+                ms["hegnn_calculator"],
+                stages[name],
+                1000 * median(waits[name]),
+                1000 * median(compute[name]),
+                1000 * median(in_app[name]),
+            )
+            for name in remotes
+        }
         logger.info("ms per MD step: %s", ms)
         nve = nve_drift(calculators["predictor"], start, cfg.nve_steps, cfg.timestep_fs)
         logger.info(
@@ -210,7 +417,7 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
             cfg.nve_steps,
             nve["drift_mev_per_atom_per_ps"],
         )
-    server_compute_ms = 1000 * median(compute)
+    server_compute_ms = 1000 * median(compute["remote"])
     results = {
         "n_atoms": len(start),
         "ms_per_step": ms,
@@ -224,7 +431,10 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
             "remote_minus_predictor": ms["remote"] - ms["predictor"],
             "remote_minus_hegnn_calculator": ms["remote"] - ms["hegnn_calculator"],
             "remote_minus_server_compute": ms["remote"] - server_compute_ms,
+            "remote_json_minus_hegnn_calculator": ms["remote_json"]
+            - ms["hegnn_calculator"],
         },
+        "profile": profile,
         "nve": nve,
     }
     return run_.finish(results, targets(results))

@@ -33,8 +33,9 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from benchmarks import memory
-from benchmarks.common import (
+from hegnn import ModelConfig, build_model, keys, make_graph_data
+from hegnn_serve.benchmarks import memory
+from hegnn_serve.benchmarks.common import (
     ROOT,
     Run,
     Target,
@@ -44,8 +45,7 @@ from benchmarks.common import (
     paired_ratio,
     synchronize,
 )
-from benchmarks.tp_baseline import TPDynamics, TPPotential
-from hegnn import ModelConfig, build_model, keys, make_graph_data
+from hegnn_serve.benchmarks.tp_baseline import TPDynamics, TPPotential
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def bench_setting(
 def mace_setting(cfg: ModelBenchConfig) -> dict[str, Any]:
     """EGNN, HEGNN L=3 and MACE on aspirin, timed together in a MACE interpreter."""
     path = os.pathsep.join([str(cfg.mace_path), str(ROOT)])
-    command = [sys.executable, "-m", "benchmarks.mace_anchor"]
+    command = [sys.executable, "-m", "hegnn_serve.benchmarks.mace_anchor"]
     command += ["--rounds", str(cfg.rounds), "--budget-s", str(cfg.budget_s)]
     logger.info("aspirin-mace: MACE from %s", cfg.mace_path)
     try:

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -195,7 +196,9 @@ def plot_md(payload: dict[str, Any], path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
     names = list(results["ms_per_step"])
     values = [results["ms_per_step"][n] for n in names]
-    bars = left.bar(names, values, color=["tab:blue", "tab:green", "tab:orange"])
+    bars = left.bar(
+        names, values, color=["tab:blue", "tab:green", "tab:orange", "tab:red"]
+    )
     _label_bars(left, bars, [f"{results['steps_per_s'][n]:.0f} steps/s" for n in names])
     left.axhline(
         results["server_compute_ms_per_call"],
@@ -219,4 +222,60 @@ def plot_md(payload: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-PLOTS = {"model": plot_model, "service": plot_service, "md": plot_md}
+def plot_committee(payload: dict[str, Any], path: Path) -> Path:
+    """ms per energy+forces call of one member and of the committee, by batch."""
+    batches = payload["results"]["batches"]
+    sizes = list(batches)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = np.arange(len(sizes))
+    for offset, key, label in (
+        (-0.2, "member_ms", "one member"),
+        (0.2, "committee_ms", "committee"),
+    ):
+        bars = ax.bar(x + offset, [batches[s][key] for s in sizes], 0.4, label=label)
+        if key == "committee_ms":
+            _label_bars(ax, bars, [f"{batches[s]['ratio']:.2f}×" for s in sizes])
+    ax.set_xticks(x, [f"{s} structures" for s in sizes])
+    ax.set(ylabel="ms per call (energy + forces)")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(
+        _title(payload, f"committee ({payload['config']['checkpoint']})"), fontsize=9
+    )
+    return _save(fig, path)
+
+
+def plot_soak(payload: dict[str, Any], path: Path) -> Path:
+    """Each small job's latency in turn, against the 2 s target; force latencies."""
+    results = payload["results"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for kind in ("trajectory", "md"):
+        probes = [
+            (k, p["latency_s"])
+            for k, p in enumerate(results["small_jobs"])
+            if p["kind"] == kind
+        ]
+        if probes:
+            ax.plot(*zip(*probes, strict=True), "o", label=f"small /{kind} job")
+    ax.axhline(2.0, color="red", linestyle=":", label="target 2 s")
+    forces = results["forces"]
+    latency = forces["latency"]
+    ax.set(
+        xlabel="probe (every few seconds, during the load)",
+        ylabel="latency, s",
+        title=f"/forces: {forces['requests']} requests, {forces['failed']} failed, "
+        f"p50 {latency['p50_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms",
+    )
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    fig.suptitle(_title(payload, "soak beside a long /md job"), fontsize=9)
+    return _save(fig, path)
+
+
+PLOTS = {
+    "model": plot_model,
+    "service": plot_service,
+    "md": plot_md,
+    "committee": plot_committee,
+    "soak": plot_soak,
+}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.common import ROOT
+from hegnn_serve.benchmarks.common import ROOT
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def copy_checkpoint(checkpoint: Path, root: Path) -> Path:
 
 
 class ServerProcess:
-    """``python -m uvicorn --factory service.app:create_app`` on 127.0.0.1."""
+    """``python -m uvicorn --factory hegnn_serve.service.app:create_app`` (loopback)."""
 
     def __init__(self, checkpoints: Path, **settings: object) -> None:
         self.port = free_port()
@@ -54,7 +54,7 @@ class ServerProcess:
             **{f"HEGNN_{k.upper()}": str(v).lower() for k, v in settings.items()},
         }
         command = [sys.executable, "-m", "uvicorn", "--factory"]
-        command += ["service.app:create_app", "--host", "127.0.0.1"]
+        command += ["hegnn_serve.service.app:create_app", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--no-access-log"]
         command += ["--log-level", "warning"]
         self.process = subprocess.Popen(command, env=env, cwd=ROOT)
@@ -109,12 +109,15 @@ def running_servers(
 
 
 def scrape(url: str) -> dict[str, float]:
-    """Prometheus samples of /metrics summed over labels, by metric name."""
+    """Prometheus samples of /metrics summed over labels, by metric name; and each
+    labelled sample by its full name (``name{label="value",...}``)."""
     totals: dict[str, float] = defaultdict(float)
     for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             totals[name.partition("{")[0]] += float(value)
+            if "{" in name:
+                totals[name] = float(value)
     return dict(totals)
 
 

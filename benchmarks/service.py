@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import (
+from hegnn_serve.benchmarks.common import (
     SHIPPED_CHECKPOINT,
     Run,
     Target,
@@ -34,7 +34,7 @@ from benchmarks.common import (
     median,
     percentiles,
 )
-from benchmarks.server import (
+from hegnn_serve.benchmarks.server import (
     Connection,
     ServerProcess,
     copy_checkpoint,
@@ -42,7 +42,7 @@ from benchmarks.server import (
     running_servers,
     scrape,
 )
-from service.predictor import Predictor, Prepared, StructureInput
+from hegnn_serve.service.predictor import Predictor, Prepared, StructureInput
 
 logger = logging.getLogger(__name__)
 

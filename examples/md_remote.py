@@ -10,6 +10,12 @@ With ``--server-side`` the same two phases run on the server (``HEGNNClient.md``
 ``POST /v1/models/<model>/md``): a few requests instead of one per step, each of at
 most ``--chunk`` steps (the server's HEGNN_MAX_STEPS bounds one request).
 
+With a committee model (e.g. ``md17-ethanol-ff-hegnn-committee``) every force call
+also carries ``max_force_std``; a step where it passes the card's calibrated
+threshold is outside what the committee was trained on: the script warns (once,
+then counts), or with ``--on-uncertain stop`` ends the run there and keeps the
+frames so far.
+
 Writes ``<out>/md_remote.extxyz`` (every ``--every`` steps of both phases, with energy
 and forces) and ``<out>/md_remote_energy.png`` (potential, kinetic and total energy in
 eV against time in fs). Needs numpy, httpx, ase and matplotlib; no torch.
@@ -30,10 +36,39 @@ from ase.md.verlet import VelocityVerlet
 from common import load_molecule, server_parser, setup_logging
 from matplotlib.figure import Figure
 
-from service.calculator import RemoteCalculator
-from service.client import HEGNNClient
+from hegnn_serve.service.calculator import RemoteCalculator
+from hegnn_serve.service.client import HEGNNClient
 
 logger = logging.getLogger("md_remote")
+
+
+class Extrapolating(RuntimeError):
+    """The committee's max_force_std passed its card's threshold."""
+
+
+class UncertaintyWatch:
+    """Called after every MD step: compares ``max_force_std`` of the last force
+    call with the calculator's threshold; warns on the first step over it (and
+    counts the rest), or raises :class:`Extrapolating` with ``stop``."""
+
+    def __init__(self, atoms: Atoms, stop: bool) -> None:
+        self.atoms, self.stop, self.flagged = atoms, stop, 0
+
+    def __call__(self) -> None:
+        calc = self.atoms.calc
+        std = calc.results.get("max_force_std")
+        threshold = getattr(calc, "threshold", None)
+        if std is None or threshold is None or std <= threshold:
+            return
+        self.flagged += 1
+        message = (
+            f"max_force_std {std:.3g} eV/Å is over the committee's threshold "
+            f"{threshold:.3g} eV/Å: this structure is outside its training data"
+        )
+        if self.stop:
+            raise Extrapolating(message)
+        if self.flagged == 1:
+            logger.warning("%s (further steps over it are counted)", message)
 
 
 def maxwell_boltzmann(atoms: Atoms, temperature_k: float, rng) -> None:
@@ -51,11 +86,12 @@ def run_md(
     temperature_k: float,
     every: int,
     seed: int,
+    watch: UncertaintyWatch | None = None,
 ) -> tuple[list[Atoms], np.ndarray]:
     """Langevin (friction 0.01/fs) then velocity-Verlet NVE on ``atoms.calc``.
 
     Returns the saved frames and a ``[n_saved, 4]`` array of time (fs), potential,
-    kinetic and total energy (eV).
+    kinetic and total energy (eV); if ``watch`` stops the run, those up to there.
     """
     rng = np.random.default_rng(seed)
     maxwell_boltzmann(atoms, temperature_k, rng)
@@ -80,11 +116,17 @@ def run_md(
         atoms, dt, temperature_K=temperature_k, friction=friction, fixcm=False, rng=rng
     )
     langevin.attach(record, every, langevin, "langevin", 0.0)
-    langevin.run(langevin_steps)
-    atoms.set_constraint()
     nve = VelocityVerlet(atoms, dt)
     nve.attach(record, every, nve, "nve", langevin_steps * timestep_fs)
-    nve.run(nve_steps)
+    if watch is not None:
+        langevin.attach(watch, 1)
+        nve.attach(watch, 1)
+    try:
+        langevin.run(langevin_steps)
+        atoms.set_constraint()
+        nve.run(nve_steps)
+    except Extrapolating as stop:
+        logger.error("stopped: %s", stop)
     return frames, np.asarray(log)
 
 
@@ -186,6 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--chunk", type=int, default=1000, help="--server-side: steps per request"
     )
+    parser.add_argument(
+        "--on-uncertain",
+        choices=("warn", "stop"),
+        default="warn",
+        help="committee models: when max_force_std passes the card's threshold",
+    )
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -210,8 +258,11 @@ def main(argv: list[str] | None = None) -> None:
             )
     else:
         atoms.calc = RemoteCalculator(args.url, args.model, api_key=args.api_key)
-        frames, log = run_md(atoms, *phases, args.seed)
+        watch = UncertaintyWatch(atoms, stop=args.on_uncertain == "stop")
+        frames, log = run_md(atoms, *phases, args.seed, watch)
         atoms.calc.close()
+        if watch.flagged:
+            logger.warning("%d steps over the uncertainty threshold", watch.flagged)
 
     args.out.mkdir(parents=True, exist_ok=True)
     trajectory = args.out / "md_remote.extxyz"

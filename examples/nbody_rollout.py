@@ -20,7 +20,7 @@ import numpy as np
 from common import server_parser, setup_logging
 from matplotlib.figure import Figure
 
-from service.client import HEGNNClient
+from hegnn_serve.service.client import HEGNNClient
 
 logger = logging.getLogger("nbody_rollout")
 DT = 0.001  # integration step of both N-body protocols

@@ -19,7 +19,7 @@ from ase.optimize import BFGS
 from common import load_molecule, server_parser, setup_logging
 from matplotlib.figure import Figure
 
-from service.calculator import RemoteCalculator
+from hegnn_serve.service.calculator import RemoteCalculator
 
 logger = logging.getLogger("relax_remote")
 

@@ -5,7 +5,15 @@ Knows nothing of training loops or HTTP.
 
 from hegnn.build import build_model
 from hegnn.calculator import HEGNNCalculator
-from hegnn.checkpoint import CheckpointError, ModelCard, load, read_card, save
+from hegnn.checkpoint import (
+    CheckpointError,
+    ModelCard,
+    load,
+    read_card,
+    save,
+    save_committee,
+)
+from hegnn.committee import Committee
 from hegnn.config import Architecture, ModelConfig
 from hegnn.device import resolve_device
 from hegnn.dynamics import DynamicsModel
@@ -26,6 +34,7 @@ __all__ = [
     "input_rule",
     "resolve_device",
     "CheckpointError",
+    "Committee",
     "DynamicsModel",
     "HEGNNCalculator",
     "HEGNNLayer",
@@ -37,4 +46,5 @@ __all__ = [
     "make_graph_data",
     "read_card",
     "save",
+    "save_committee",
 ]

@@ -24,10 +24,14 @@ class HEGNNCalculator(Calculator):
     ``HEGNNCalculator("checkpoints/md17-aspirin-ff-hegnn")``; ``device`` defaults to
     CUDA when available. Uses the cell and pbc of the Atoms. Positions are centred
     (periodic: wrapped into the cell) in float64 before the model, so answers do
-    not depend on where the structure sits.
+    not depend on where the structure sits. A committee checkpoint adds
+    ``energy_std`` (eV), ``forces_std`` (per atom, eV/Å) and ``max_force_std``
+    (eV/Å) to ``calc.results``, as ``RemoteCalculator`` does; ``threshold`` is
+    its card's calibrated ``max_force_std`` flag level (None without one).
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
+    uncertainty_properties = [keys.ENERGY_STD, keys.FORCES_STD, keys.MAX_FORCE_STD]
 
     def __init__(
         self,
@@ -46,6 +50,14 @@ class HEGNNCalculator(Calculator):
                 "potential model"
             )
         self.dtype = next(self.model.parameters()).dtype
+        self.threshold: float | None = None
+        if self.card.committee is not None:
+            found = self.card.committee.uncertainty.get("threshold_max_force_std")
+            self.threshold = None if found is None else float(found)
+            self.implemented_properties = [
+                *type(self).implemented_properties,
+                *self.uncertainty_properties,
+            ]
 
     def calculate(
         self, atoms=None, properties=None, system_changes=all_changes
@@ -73,3 +85,9 @@ class HEGNNCalculator(Calculator):
             "free_energy": energy,
             "forces": out[keys.FORCES].detach().cpu().numpy().astype(np.float64),
         }
+        if keys.ENERGY_STD in out:
+            self.results.update(
+                energy_std=float(out[keys.ENERGY_STD].sum()),
+                forces_std=out[keys.FORCES_STD].cpu().numpy().astype(np.float64),
+                max_force_std=float(out[keys.MAX_FORCE_STD].sum()),
+            )

@@ -9,12 +9,18 @@ its layer and the Bessel basis under ``backbone.radial``; version 1 (the first
 shipped checkpoints) kept one ``backbone.avg_num_neighbors``, ``backbone.bessel``
 and a ``backbone.species`` buffer. Version-1 weights are renamed on load
 (:func:`upgrade_v1_state`); their files are not changed.
+
+A committee (:class:`hegnn.committee.Committee`) is a folder holding its members'
+checkpoint folders and a card whose ``committee`` lists them with their weights'
+sha256; its own ``weights_sha256`` is the sha256 of those, in order
+(:func:`save_committee`).
 """
 
 import hashlib
 import json
 import logging
 import platform
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from hegnn import keys
 from hegnn.build import build_model
+from hegnn.committee import Committee
 from hegnn.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -38,6 +46,21 @@ CARD_FILE = "card.json"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be trusted or read; the message says why."""
+
+
+class CommitteeMember(BaseModel):
+    """One member: its folder inside the committee's folder, seed and weights."""
+
+    folder: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+    seed: int | None = None
+    weights_sha256: str
+
+
+class CommitteeSpec(BaseModel):
+    """card.json ``committee``: the members and how their spread was calibrated."""
+
+    members: list[CommitteeMember] = Field(min_length=2)
+    uncertainty: dict[str, Any] = Field(default_factory=dict)
 
 
 class ModelCard(BaseModel):
@@ -57,6 +80,7 @@ class ModelCard(BaseModel):
         None, description="dynamics: Δt in velocity time units"
     )
     metrics: dict[str, Any] = Field(default_factory=dict)
+    committee: CommitteeSpec | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -107,6 +131,57 @@ def save(model: nn.Module, directory: str | Path, card: dict[str, Any]) -> Model
     if hasattr(model, "delta_t"):
         full["delta_t"] = float(model.delta_t)
     full.setdefault("units", {})
+    validated = ModelCard.model_validate(full)
+    (directory / CARD_FILE).write_text(json.dumps(full, indent=2) + "\n")
+    return validated
+
+
+def members_sha256(hashes: Iterable[str]) -> str:
+    """A committee's ``weights_sha256``: the sha256 of its members' hashes in order."""
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
+def save_committee(
+    members: list[str | Path], directory: str | Path, card: dict[str, Any]
+) -> ModelCard:
+    """Copy potential checkpoints ``members`` (same architecture, species, units)
+    into ``directory`` and write the committee's card; ``card`` adds documentation
+    (``committee.uncertainty`` may be set later with :func:`add_card_metrics`)."""
+    directory = Path(directory)
+    cards = [read_card(m) for m in members]
+    first = cards[0]
+    for member, member_card in zip(members, cards, strict=True):
+        if member_card.task != keys.TASK_POTENTIAL or member_card.committee:
+            raise CheckpointError(f"{member}: a committee member must be a potential")
+        if (member_card.model, member_card.units) != (first.model, first.units):
+            raise CheckpointError(
+                f"{member}: architecture, species or units differ from {members[0]}"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for member, member_card in zip(members, cards, strict=True):
+        folder = Path(member).name
+        shutil.copytree(member, directory / folder, dirs_exist_ok=True)
+        training = member_card.model_extra.get("training", {})
+        entries.append(
+            {
+                "folder": folder,
+                "seed": training.get("config", {}).get("seed"),
+                "weights_sha256": member_card.weights_sha256,
+            }
+        )
+    full = {
+        **card,
+        "format_version": FORMAT_VERSION,
+        "name": directory.name,
+        "task": first.task,
+        "model": first.model.model_dump(mode="json"),
+        "weights_sha256": members_sha256(e["weights_sha256"] for e in entries),
+        "dtype": first.dtype,
+        "units": first.units,
+        "versions": {**first.versions, **library_versions()},
+        "committee": {**card.get("committee", {}), "members": entries},
+    }
     validated = ModelCard.model_validate(full)
     (directory / CARD_FILE).write_text(json.dumps(full, indent=2) + "\n")
     return validated
@@ -165,6 +240,8 @@ def load(
     """Rebuild the model from card.json and load verified safetensors weights."""
     directory = Path(directory)
     card = read_card(directory)
+    if card.committee is not None:
+        return _load_committee(directory, card, device, dtype), card
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file missing")
@@ -185,3 +262,26 @@ def load(
     model = model.to(device=device, dtype=dtype or getattr(torch, card.dtype))
     logger.info("loaded %s (%s) on %s", card.name, card.task, device)
     return model.eval(), card
+
+
+def _load_committee(
+    directory: Path, card: ModelCard, device: str | torch.device, dtype
+) -> Committee:
+    spec = card.committee
+    if members_sha256(m.weights_sha256 for m in spec.members) != card.weights_sha256:
+        raise CheckpointError(
+            f"{directory}: the members' sha256 do not match the card's weights_sha256"
+        )
+    members = []
+    for member in spec.members:
+        model, member_card = load(directory / member.folder, device, dtype)
+        if member_card.weights_sha256 != member.weights_sha256:
+            raise CheckpointError(
+                f"{directory / member.folder}: weights are not the committee's member"
+            )
+        if member_card.model != card.model or member_card.committee is not None:
+            raise CheckpointError(
+                f"{directory / member.folder}: architecture differs from the card"
+            )
+        members.append(model)
+    return Committee(members).eval()

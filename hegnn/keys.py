@@ -19,6 +19,11 @@ PBC: Final = "pbc"  # [3] bool
 ENERGY: Final = "energy"  # [n_graphs] eV (float64)
 FORCES: Final = "forces"  # [n_atoms, 3] eV/Å
 TARGET_POSITIONS: Final = "target_positions"  # [n_atoms, 3] positions after Δt
+# Committees (N members): spread of the members around their mean.
+ENERGY_STD: Final = "energy_std"  # [n_graphs] eV, std of the members' energies
+FORCES_STD: Final = "forces_std"  # [n_atoms] eV/Å, RMS deviation of member forces
+MAX_FORCE_STD: Final = "max_force_std"  # [n_graphs] eV/Å, max of forces_std per graph
+COMMITTEE_OUTPUTS: Final = (ENERGY_STD, FORCES_STD, MAX_FORCE_STD)
 
 TASK_POTENTIAL: Final = "potential"
 TASK_DYNAMICS: Final = "dynamics"
@@ -32,10 +37,17 @@ UNITS: Final = {
     VELOCITIES: "Å/fs",
     ENERGY: "eV",
     FORCES: "eV/Å",
+    ENERGY_STD: "eV",
+    FORCES_STD: "eV/Å",
+    MAX_FORCE_STD: "eV/Å",
     CELL: "Å",
     TIME: "fs",
     MASS: "amu",
 }
 # What a potential model's answers are in, and what server-side MD adds.
 POTENTIAL_UNITS: Final = {k: UNITS[k] for k in (ENERGY, FORCES, POSITIONS)}
+COMMITTEE_UNITS: Final = {
+    **POTENTIAL_UNITS,
+    **{k: UNITS[k] for k in COMMITTEE_OUTPUTS},
+}
 MD_UNITS: Final = {**POTENTIAL_UNITS, VELOCITIES: UNITS[VELOCITIES], TIME: UNITS[TIME]}

@@ -93,8 +93,9 @@ def equivariance_errors(
 ) -> dict[str, float]:
     """Max abs errors of outputs under rotation, reflection, translation, permutation.
 
-    Potential: E invariant, F -> F R^T, permuted with the atoms. Dynamics: x' -> x' R^T
-    + t, permuted with the atoms.
+    Potential: E invariant, F -> F R^T, permuted with the atoms (a committee's
+    per-atom force spread permuted, its other spreads invariant). Dynamics:
+    x' -> x' R^T + t, permuted with the atoms.
     """
     rng = np.random.default_rng(seed)
     reference = predict(model, structure)
@@ -107,6 +108,8 @@ def equivariance_errors(
                 expected = expected[perm] @ rotation.T
                 if key == keys.POSITIONS:
                     expected = expected + shift
+            elif key == keys.FORCES_STD:  # per-atom invariant (committees)
+                expected = expected[perm]
             err = float(np.abs(out[key].numpy() - expected).max())
             errors[f"{name}/{key}"] = err
 

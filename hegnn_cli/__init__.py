@@ -4,43 +4,60 @@ Each sub-command lives beside the code it drives and is imported only when it ru
 so ``hegnn serve`` loads hegnn and service alone and ``hegnn --help`` is quick.
 """
 
-import typer
+try:
+    import typer
+except ModuleNotFoundError as missing:  # the base install: HEGNNClient and friends only
+    raise SystemExit(
+        f"hegnn: {missing.name} is not installed; this install has the client only. "
+        "Install an extra for the command: pip install 'hegnn-serve[serve]' to serve, "
+        "'hegnn-serve[train]' to train."
+    ) from None
 
 from hegnn_cli.lazy import LazyCommand, LazyGroup
 
 # In the order `hegnn --help` lists them (typer lists commands before groups).
 COMMANDS: dict[str, LazyCommand] = {
     "train": LazyCommand(
-        "training.commands:train",
+        "hegnn_serve.training.commands:train",
         "Train a model; the checkpoint goes to checkpoint_dir/name.",
     ),
     "eval": LazyCommand(
-        "training.commands:eval_",
+        "hegnn_serve.training.commands:eval_",
         "Metrics of a checkpoint on a split of its protocol, as JSON.",
     ),
     "study": LazyCommand(
-        "training.study:study",
+        "hegnn_serve.training.study:study",
         "Train models × seeds on one config and report test MSE with bootstrap CIs.",
     ),
     "report": LazyCommand(
-        "training.report:report",
+        "hegnn_serve.training.report:report",
         "Write the shipped models' metrics table (Markdown + JSON) and their curves.",
     ),
+    "committee": LazyCommand(
+        "hegnn_serve.training.committee:committee",
+        "Put seed members into one committee checkpoint and calibrate its spread.",
+    ),
     "md-check": LazyCommand(
-        "training.md_check:md_check",
+        "hegnn_serve.training.md_check:md_check",
         "NVE MD through HEGNNCalculator: stability and drift (meV/atom/ps).",
     ),
     "expressivity": LazyCommand(
-        "training.expressivity.cli:expressivity",
+        "hegnn_serve.training.expressivity.cli:expressivity",
         "Which output degrees see a symmetric structure's orientation.",
     ),
     "serve": LazyCommand(
-        "service.cli:serve",
+        "hegnn_serve.service.cli:serve",
         "Serve every checkpoint folder over HTTP (OpenAPI docs at /docs).",
     ),
-    "data": LazyCommand("training.data.cli:data_app", "Make and import datasets."),
+    "ipi": LazyCommand(
+        "hegnn_serve.service.ipi:ipi",
+        "Drive an i-PI server (i-PI, ASE's SocketIOCalculator) with a potential model.",
+    ),
+    "data": LazyCommand(
+        "hegnn_serve.training.data.cli:data_app", "Make and import datasets."
+    ),
     "bench": LazyCommand(
-        "benchmarks.cli:bench_app",
+        "hegnn_serve.benchmarks.cli:bench_app",
         "Benchmarks (DESIGN.md §10): JSON and PNG results under --out.",
     ),
 }

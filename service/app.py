@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from hegnn import keys
-from service.batching import Arrivals, ForceBatcher
-from service.deps import ServiceState
-from service.errors import (
+from hegnn_serve.service.batching import Arrivals, ForceBatcher
+from hegnn_serve.service.deps import ServiceState
+from hegnn_serve.service.errors import (
     InputError,
     InternalError,
     JobStopped,
@@ -29,19 +29,19 @@ from service.errors import (
     overloaded_handler,
     validation_error_handler,
 )
-from service.jobs import JobRunner
-from service.metrics import Metrics
-from service.middleware import (
+from hegnn_serve.service.jobs import JobRunner
+from hegnn_serve.service.metrics import Metrics
+from hegnn_serve.service.middleware import (
     ArrivalsMiddleware,
     BodySizeLimitMiddleware,
     BodyTimeoutMiddleware,
     JSONBodyMiddleware,
     RequestLogMiddleware,
 )
-from service.openapi import openapi_for
-from service.registry import StartupError, load_registry
-from service.routes import health, metrics, models, predict
-from service.settings import Settings, get_settings
+from hegnn_serve.service.openapi import openapi_for
+from hegnn_serve.service.registry import StartupError, load_registry
+from hegnn_serve.service.routes import health, metrics, models, predict
+from hegnn_serve.service.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hegnn import keys
-from service.errors import InputError, InternalError, Overloaded
-from service.metrics import Metrics
-from service.predictor import ForceResult, Predictor, Prepared
+from hegnn_serve.service.errors import InputError, InternalError, Overloaded
+from hegnn_serve.service.metrics import Metrics
+from hegnn_serve.service.predictor import ForceResult, Predictor, Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +140,7 @@ class ForceBatcher:
             while not self._items:
                 self._arrived.clear()
                 await self._arrived.wait()
-            deadline = self._items[0].enqueued + self.max_wait_s
-            while self._queued_atoms < self.max_atoms and self._more_coming():
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
+            while (remaining := self.wait_s(time.perf_counter())) > 0:
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), remaining)
@@ -164,6 +160,20 @@ class ForceBatcher:
             for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
                     item.future.set_result(outcome)
+
+    def wait_s(self, now: float) -> float:
+        """Seconds to wait for more requests before the next model call; 0 means
+        start now: the queue is empty, the atom budget is full, or no other force
+        request for this model is inside the server (a lone client never waits).
+        Otherwise more are arriving: wait for them until the oldest queued request
+        has waited ``max_wait_s``."""
+        if (
+            not self._items
+            or self._queued_atoms >= self.max_atoms
+            or not self._more_coming()
+        ):
+            return 0.0
+        return max(0.0, self._items[0].enqueued + self.max_wait_s - now)
 
     def _more_coming(self) -> bool:
         """Are force requests for this model in the server but not yet queued?"""

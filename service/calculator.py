@@ -9,7 +9,7 @@ from ase.calculators.calculator import (
     all_changes,
 )
 
-from service.client import HEGNNClient
+from hegnn_serve.service.client import HEGNNClient
 
 
 class RemoteCalculator(Calculator):
@@ -23,9 +23,14 @@ class RemoteCalculator(Calculator):
     :class:`HEGNNClient` (its connection) between calculators; it is then not closed
     by :meth:`close`. ``todict()`` gives url and model; the calculator pickles and
     deep-copies (the copy reconnects on first use).
+
+    A committee model adds ``energy_std`` (eV), ``forces_std`` (per atom, eV/Å) and
+    ``max_force_std`` (eV/Å) to ``calc.results``, as ``hegnn.HEGNNCalculator``
+    does; ``threshold`` is its card's calibrated ``max_force_std`` flag level.
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
+    uncertainty_properties = ["energy_std", "forces_std", "max_force_std"]
 
     def __init__(
         self,
@@ -52,6 +57,14 @@ class RemoteCalculator(Calculator):
                 "RemoteCalculator needs a potential model (energy and forces)"
             )
         self.species = frozenset(int(z) for z in self.card["model"]["species"])
+        committee = self.card.get("committee")
+        uncertainty = committee.get("uncertainty", {}) if committee else {}
+        self.threshold: float | None = uncertainty.get("threshold_max_force_std")
+        if committee:
+            self.implemented_properties = [
+                *type(self).implemented_properties,
+                *self.uncertainty_properties,
+            ]
 
     @property
     def client(self) -> HEGNNClient:
@@ -109,3 +122,7 @@ class RemoteCalculator(Calculator):
             "free_energy": out.energy,
             "forces": out.forces,
         }
+        if out.forces_std is not None:
+            self.results["energy_std"] = out.energy_std
+            self.results["forces_std"] = out.forces_std
+            self.results["max_force_std"] = out.max_force_std

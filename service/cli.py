@@ -37,8 +37,8 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from service.app import create_app
-    from service.settings import Settings
+    from hegnn_serve.service.app import create_app
+    from hegnn_serve.service.settings import Settings
 
     DrainingServer = _draining_server()  # noqa: N806 (a class)
 
@@ -89,7 +89,7 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 def _draining_server() -> type:
     import uvicorn
 
-    from service.app import begin_drain
+    from hegnn_serve.service.app import begin_drain
 
     class DrainingServer(uvicorn.Server):
         """uvicorn's server that, on SIGTERM/SIGINT, first tells the app to drain:

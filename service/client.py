@@ -2,8 +2,9 @@
 
 ``HEGNNClient`` has ``forces`` (potential models), ``md`` (server-side MD with a
 potential model) and ``trajectory`` (a dynamics model's rollout). Imports only numpy,
-httpx and ase (never torch), so it runs in any MD environment. One ``httpx.Client``
-is reused for every call (keep-alive, TCP_NODELAY).
+httpx, msgpack and ase (never torch), so it runs in any MD environment. One
+``httpx.Client`` is reused for every call (keep-alive, TCP_NODELAY); ``forces`` talks
+msgpack (service/codec.py) unless ``binary=False``.
 
 Retries: every call of the API is a pure function of its request (the server keeps no
 state between requests), so sending one again can only cost time, never change a
@@ -26,12 +27,21 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
 import numpy as np
 from ase import Atoms, units
 from numpy.typing import ArrayLike, NDArray
+
+from hegnn_serve.service.codec import (
+    MSGPACK,
+    float_array,
+    pack,
+    unpack,
+    wants_msgpack,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +121,15 @@ class HEGNNConnectionError(ConnectionError):
 
 @dataclass(frozen=True)
 class ForcesResult:
-    """One structure's energy (eV) and forces ``[n_atoms, 3]`` (eV/Å, float64)."""
+    """One structure's energy (eV) and forces ``[n_atoms, 3]`` (eV/Å, float64);
+    from a committee also ``energy_std`` (eV), ``forces_std`` ``[n_atoms]`` and
+    ``max_force_std`` (eV/Å), else None."""
 
     energy: float
     forces: NDArray[np.float64]
+    energy_std: float | None = None
+    forces_std: NDArray[np.float64] | None = None
+    max_force_std: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,28 +185,47 @@ def _array(values: ArrayLike, dtype: type = np.float64) -> list:
     return np.asarray(values, dtype=dtype).tolist()
 
 
-def structure_json(structure: Structure, velocities: bool = False) -> dict[str, Any]:
-    """One structure as the JSON body of the API.
+FLOAT_FIELDS = frozenset({"positions", "velocities", "cell", "charges"})
+
+
+def structure_json(
+    structure: Structure, velocities: bool = False, binary: bool = False
+) -> dict[str, Any]:
+    """One structure as the body of the API (JSON; ``binary``: for msgpack, float
+    arrays kept as float64 numpy arrays, which service.codec.pack sends as bytes).
 
     ``ase.Atoms``: numbers, positions (Å) and, when any pbc, cell (Å) and pbc; with
     ``velocities``, also velocities (Å/fs) when the Atoms has momenta. A mapping is
     passed through with arrays turned into lists; keys are the API's field names
     (``numbers, positions, velocities, charges, cell, pbc``).
     """
+
+    def floats(values: ArrayLike) -> Any:
+        if binary:
+            return np.asarray(values, dtype=np.float64)
+        return _array(values)
+
     if isinstance(structure, Atoms):
         body: dict[str, Any] = {
             "numbers": _array(structure.numbers, np.int64),
-            "positions": _array(structure.positions),
+            "positions": floats(structure.positions),
         }
         if structure.pbc.any():
-            body["cell"] = _array(structure.cell.array)
+            body["cell"] = floats(structure.cell.array)
             body["pbc"] = [bool(p) for p in structure.pbc]
         if velocities and structure.has("momenta"):
-            body["velocities"] = _array(structure.get_velocities() * units.fs)
+            body["velocities"] = floats(structure.get_velocities() * units.fs)
         return body
     body = {}
     for key, value in structure.items():
-        if isinstance(value, np.ndarray | list | tuple):
+        if (
+            binary
+            and key in FLOAT_FIELDS
+            and isinstance(value, np.ndarray)
+            and value.dtype.kind in "fiu"
+        ):
+            value = floats(value)
+        elif isinstance(value, np.ndarray | list | tuple):
             dtype = np.int64 if key == "numbers" else None
             value = np.asarray(value, dtype=dtype).tolist()
         elif isinstance(value, np.generic):
@@ -214,7 +248,9 @@ class HEGNNClient:
     (the server's ``Retry-After`` when longer), at most ``max_backoff``, less a random
     part of up to a half so that clients do not retry in step (defaults: 0.1 s, 0.2 s,
     0.4 s, ... up to 5 s; 5 retries wait at most 3.1 s in all); ``transport``: an
-    httpx transport (default: TCP_NODELAY sockets; ``httpx.MockTransport`` in tests).
+    httpx transport (default: TCP_NODELAY sockets; ``httpx.MockTransport`` in tests);
+    ``binary``: ``forces`` sends and receives msgpack with float64 arrays as bytes
+    (service/codec.py) rather than JSON (the same numbers, less work on both sides).
     ``http`` is the ``httpx.Client``.
     """
 
@@ -227,9 +263,11 @@ class HEGNNClient:
         backoff: float = 0.1,
         transport: httpx.BaseTransport | None = None,
         max_backoff: float = 5.0,
+        binary: bool = True,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
+        self.binary = binary
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -258,10 +296,23 @@ class HEGNNClient:
         within the timeout (not retried: the server may be working on it), and
         HEGNNServiceError for an HTTP error status (the last one, after retries).
         """
+        return self._send(method, path, json=json).json()
+
+    def _post_msgpack(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST ``body`` as msgpack (float arrays as bytes, service/codec.py) and
+        decode the answer (msgpack, or JSON from a server that answers JSON)."""
+        headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
+        response = self._send("POST", path, content=pack(body), headers=headers)
+        if wants_msgpack(response.headers.get("content-type")):
+            return unpack(response.content)
+        return response.json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """``request`` without decoding: the successful response."""
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                response = self.http.request(method, path, json=json)
+                response = self.http.request(method, path, **kwargs)
             except RETRYABLE as err:
                 if last:
                     raise HEGNNConnectionError(
@@ -293,7 +344,7 @@ class HEGNNClient:
                 detail,
                 f"{method} {path}: {_error_message(detail)}",
             )
-        return response.json()
+        return response
 
     def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
         """Sleep before attempt ``attempt + 1``: capped exponential back-off with
@@ -326,14 +377,13 @@ class HEGNNClient:
         (Å) and optional ``cell``, ``pbc``. A sequence is sent as one request and
         answered in the same order.
         """
+        path = f"/v1/models/{name}/forces"
+        binary = self.binary
+        post = self._post_msgpack if binary else partial(self.request, "POST")
         if not _is_many(structures):
-            out = self.request(
-                "POST", f"/v1/models/{name}/forces", structure_json(structures)
-            )
-            return _forces_result(out)
-        body = {"structures": [structure_json(s) for s in structures]}
-        out = self.request("POST", f"/v1/models/{name}/forces", body)
-        return [_forces_result(s) for s in out["structures"]]
+            return forces_result(post(path, structure_json(structures, False, binary)))
+        body = {"structures": [structure_json(s, False, binary) for s in structures]}
+        return [forces_result(s) for s in post(path, body)["structures"]]
 
     def trajectory(
         self,
@@ -406,10 +456,24 @@ class HEGNNClient:
         return [{**item, "units": out["units"]} for item in out["structures"]]
 
 
-def _forces_result(out: Mapping[str, Any]) -> ForcesResult:
+def forces_result(out: Mapping[str, Any]) -> ForcesResult:
+    """A decoded /forces answer (JSON, or msgpack with arrays as bytes)."""
+
+    def array(key: str, rows: bool) -> NDArray[np.float64]:
+        values = out[key]
+        if isinstance(values, bytes):  # msgpack: float64 little-endian
+            values = float_array((key,), values, rows=rows)
+        values = np.asarray(values, dtype=np.float64)
+        return values.reshape(-1, 3) if rows else values.reshape(-1)
+
+    if "forces_std" not in out:
+        return ForcesResult(energy=float(out["energy"]), forces=array("forces", True))
     return ForcesResult(
         energy=float(out["energy"]),
-        forces=np.asarray(out["forces"], dtype=np.float64).reshape(-1, 3),
+        forces=array("forces", True),
+        energy_std=float(out["energy_std"]),
+        forces_std=array("forces_std", False),
+        max_force_std=float(out["max_force_std"]),
     )
 
 

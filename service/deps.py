@@ -13,12 +13,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.batching import ForceBatcher
-from service.jobs import JobRunner
-from service.metrics import Metrics
-from service.predictor import Predictor
-from service.registry import Registry
-from service.settings import Settings
+from hegnn_serve.service.batching import ForceBatcher
+from hegnn_serve.service.jobs import JobRunner
+from hegnn_serve.service.metrics import Metrics
+from hegnn_serve.service.predictor import Predictor
+from hegnn_serve.service.registry import Registry
+from hegnn_serve.service.settings import Settings
 
 
 @dataclass

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from hegnn.errors import InputError, Loc
-from service.schemas import FORMS
+from hegnn_serve.service.schemas import FORMS
 
 logger = logging.getLogger(__name__)
 

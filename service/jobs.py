@@ -35,7 +35,7 @@ from typing import TypeVar
 
 from starlette.types import Receive
 
-from service.errors import (
+from hegnn_serve.service.errors import (
     JobCancelled,
     JobStopped,
     JobTimeout,
@@ -43,7 +43,7 @@ from service.errors import (
     QueueTimeout,
     ShuttingDown,
 )
-from service.metrics import Metrics
+from hegnn_serve.service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from numpy.typing import NDArray
 
 from hegnn import keys
 from hegnn.structure import StructureInput
-from service.errors import InputError
-from service.predictor import Predictor
+from hegnn_serve.service.errors import InputError
+from hegnn_serve.service.predictor import Predictor
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """Prometheus metrics of one app, in its own CollectorRegistry (several apps per
 process, as in tests, never collide)."""
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -9,6 +12,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+if TYPE_CHECKING:
+    from hegnn_serve.service.predictor import ForceResult, Predictor
 
 LATENCY_BUCKETS = (
     0.001,
@@ -109,6 +115,13 @@ class Metrics:
             ["model", "reason"],
             registry=r,
         )
+        self.uncertain = Counter(
+            "hegnn_uncertain_answers",
+            "committee force answers whose max_force_std passed the card's "
+            "threshold (the structure is outside what the committee knows)",
+            ["model"],
+            registry=r,
+        )
         self.models = Gauge(
             "hegnn_models",
             "checkpoint folders by state (loaded, failed)",
@@ -127,6 +140,17 @@ class Metrics:
         self.atoms.labels(model).inc(atoms)
         if seconds > 0:
             self.atoms_per_second.labels(model).set(atoms / seconds)
+
+    def observe_uncertainty(
+        self, predictor: "Predictor", results: Sequence["ForceResult"]
+    ) -> None:
+        """Count a committee's answers above its card's ``max_force_std`` threshold."""
+        threshold = predictor.threshold
+        if threshold is None:
+            return
+        over = sum(r.max_force_std > threshold for r in results)
+        if over:
+            self.uncertain.labels(predictor.name).inc(over)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,6 @@
 """ASGI middleware: request id, one JSON log line and metrics per request; body size
-limit and body read timeout (408); POST bodies read as JSON; force requests counted
-for the batcher.
+limit and body read timeout (408); POST bodies read as JSON (msgpack bodies decoded
+to it); force requests counted for the batcher.
 
 The log line holds request id, method, path, route, model, structures, atoms,
 status and ms; routes add model/structures/atoms through ``note_request``.
@@ -16,8 +16,14 @@ import time
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.batching import Arrivals
-from service.metrics import Metrics
+from hegnn_serve.service.batching import Arrivals
+from hegnn_serve.service.codec import (
+    BinaryBodyError,
+    as_json_body,
+    unpack,
+    wants_msgpack,
+)
+from hegnn_serve.service.metrics import Metrics
 
 logger = logging.getLogger("service.access")
 
@@ -204,18 +210,68 @@ class BodyTimeoutMiddleware:
 
 
 class JSONBodyMiddleware:
-    """Read every POST body as JSON whatever its Content-Type: the API takes nothing
-    else, and ``curl -d`` sends form encoding by default."""
+    """Read every POST body as JSON whatever its Content-Type (the API takes nothing
+    else, and ``curl -d`` sends form encoding by default), except a msgpack body
+    (service/codec.py): it is decoded and handed on as the JSON body it stands for,
+    so that both pass the same validation. A msgpack body that cannot be read is a
+    422 naming the field (raised from ``receive``, like ``BodyTooLarge``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            headers.append((b"content-type", b"application/json"))
-            scope["headers"] = headers  # in place: outer middleware reads this scope
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        binary = False
+        headers = []
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                binary = wants_msgpack(value)
+            else:
+                headers.append((name, value))
+        headers.append((b"content-type", b"application/json"))
+        scope["headers"] = headers  # in place: outer middleware reads this scope
+        await self.app(scope, _msgpack_as_json(receive) if binary else receive, send)
+
+
+def _msgpack_as_json(receive: Receive) -> Receive:
+    """``receive`` that hands on a msgpack body, once complete, as JSON."""
+    done = False
+
+    async def as_json() -> Message:
+        nonlocal done
+        if done:
+            return await receive()
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        done = True
+        try:
+            body = as_json_body(unpack(b"".join(chunks)))
+            text = json.dumps(body, allow_nan=True).encode()
+        except BinaryBodyError as err:
+            raise _unreadable(err.loc, err.message) from None
+        except (TypeError, ValueError):
+            raise _unreadable(
+                ("body",),
+                "msgpack values must be maps, arrays, strings, numbers, booleans or "
+                "nil; bin only for positions, velocities, cell and charges",
+            ) from None
+        return {"type": "http.request", "body": text, "more_body": False}
+
+    return as_json
+
+
+def _unreadable(loc: tuple[str | int, ...], message: str) -> HTTPException:
+    """A 422 in FastAPI's validation layout (``detail: [{loc, msg, type}]``)."""
+    error = {"loc": list(loc), "msg": message, "type": "msgpack_invalid"}
+    return HTTPException(422, [error])
 
 
 class ArrivalsMiddleware:

@@ -1,6 +1,7 @@
 """The OpenAPI document states every status a route answers, with its body schema.
 
-``error_responses(...)`` builds a route's ``responses``; ``openapi_for(app,
+``error_responses(...)`` builds a route's ``responses``; ``FORCES_MSGPACK`` adds the
+binary form of /forces (service/codec.py); ``openapi_for(app,
 settings)`` removes the bearer scheme and the 401s when ``HEGNN_API_KEYS`` is empty
 (auth off), so the document matches the server it came from.
 """
@@ -10,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.schemas import ErrorMessage
+from hegnn_serve.service.schemas import ErrorMessage
 
 ERROR = {"model": ErrorMessage}
 DESCRIPTIONS = {
@@ -57,6 +58,30 @@ def error_responses(*statuses: int, **overrides: str) -> dict[int | str, Any]:
 LIST_ERRORS = error_responses(401, 500)
 MODEL_ERRORS = error_responses(401, 404, 500, 503)
 FORCES_ERRORS = error_responses(400, 401, 404, 408, 413, 422, 500, 503)
+# /forces also takes and answers msgpack (service/codec.py): the MD client's form.
+BINARY = {"type": "string", "format": "binary"}
+FORCES_MSGPACK: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/msgpack": {
+                "schema": {
+                    **BINARY,
+                    "description": "the JSON body's fields as a msgpack map; "
+                    "positions, cell ([n, 3]) may be bin: float64 little-endian, "
+                    "row-major",
+                }
+            }
+        }
+    },
+    "responses": {
+        "200": {
+            "description": "energy (eV) and forces (eV/Å): JSON, or msgpack with "
+            "`Accept: application/msgpack` (forces: bin, [n_atoms, 3] float64 "
+            "little-endian)",
+            "content": {"application/msgpack": {"schema": BINARY}},
+        }
+    },
+}
 JOB_ERRORS = {
     **error_responses(400, 401, 404, 408, 413, 422, 500, 503, s503=JOBS_503),
     504: {

@@ -8,6 +8,7 @@ models by their Δt. Input errors are hegnn's ``InputError`` with the offending
 field's path.
 """
 
+import copy
 import ctypes
 import logging
 import threading
@@ -27,7 +28,7 @@ from vesin import NeighborList
 from hegnn import ModelCard, keys, load, make_graph_data
 from hegnn.rules import input_rule
 from hegnn.structure import StructureInput, centred
-from service.errors import InputError, LimitError
+from hegnn_serve.service.errors import InputError, LimitError
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,15 @@ class Prepared:
 
 @dataclass(frozen=True)
 class ForceResult:
-    """Energy (eV) and forces ``[n, 3]`` (eV/Å) of one structure."""
+    """Energy (eV) and forces ``[n, 3]`` (eV/Å) of one structure; a committee's
+    also their spread: ``energy_std`` (eV), ``forces_std`` ``[n]`` and
+    ``max_force_std`` (eV/Å)."""
 
     energy: float
     forces: NDArray[np.float64]
+    energy_std: float | None = None
+    forces_std: NDArray[np.float64] | None = None
+    max_force_std: float | None = None
 
     @property
     def finite(self) -> bool:
@@ -160,7 +166,9 @@ class Predictor:
     def units(self) -> dict[str, str]:
         """Units of this model's inputs and outputs, as stated in answers."""
         if self.task == keys.TASK_POTENTIAL:
-            return dict(keys.POTENTIAL_UNITS)
+            return dict(
+                keys.COMMITTEE_UNITS if self.committee else keys.POTENTIAL_UNITS
+            )
         stated = self.card.units
         return {
             keys.POSITIONS: stated.get(keys.POSITIONS, self.rule.length_unit),
@@ -270,16 +278,32 @@ class Predictor:
 
     def forces(self, prepared: Sequence[Prepared]) -> list[ForceResult]:
         """Energies and forces of many structures in one model call, in order."""
-        batch = self._batch(prepared)
+        if len(prepared) == 1:  # one graph needs no collation (0.2 ms a call)
+            batch = copy.copy(prepared[0].data).to(self.device)
+            batch[keys.POSITIONS] = batch[keys.POSITIONS].detach()  # input untouched
+        else:
+            batch = self._batch(prepared)
         with self._hold(sum(p.n_edges for p in prepared)), torch.enable_grad():
             out = self.model(batch)
-        energy = out[keys.ENERGY].detach().cpu().to(torch.float64).numpy()
-        forces = out[keys.FORCES].detach().cpu().to(torch.float64).numpy()
-        bounds = batch.ptr.cpu().numpy()
-        return [
-            ForceResult(float(energy[k]), forces[bounds[k] : bounds[k + 1]])
-            for k in range(len(prepared))
-        ]
+        found = {
+            key: out[key].detach().cpu().to(torch.float64).numpy()
+            for key in (*keys.COMMITTEE_OUTPUTS, keys.ENERGY, keys.FORCES)
+            if key in out
+        }
+        bounds = np.cumsum([0, *(p.data.num_nodes for p in prepared)])
+        results = []
+        for k in range(len(prepared)):
+            atoms = slice(bounds[k], bounds[k + 1])
+            spread = {}
+            if self.committee:
+                spread = {
+                    "energy_std": float(found[keys.ENERGY_STD][k]),
+                    "forces_std": found[keys.FORCES_STD][atoms],
+                    "max_force_std": float(found[keys.MAX_FORCE_STD][k]),
+                }
+            energy = float(found[keys.ENERGY][k])
+            results.append(ForceResult(energy, found[keys.FORCES][atoms], **spread))
+        return results
 
     def rollout(
         self,
@@ -305,6 +329,28 @@ class Predictor:
         return self.budget.hold(edges) if self.budget is not None else nullcontext()
 
     @property
+    def committee(self) -> bool:
+        return self.card.committee is not None
+
+    @property
+    def threshold(self) -> float | None:
+        """The card's ``max_force_std`` above which an answer is flagged."""
+        if not self.committee:
+            return None
+        value = self.card.committee.uncertainty.get("threshold_max_force_std")
+        return None if value is None else float(value)
+
+    def committee_summary(self) -> dict | None:
+        """Members, seeds and calibration of a committee, for /v1/models."""
+        if not self.committee:
+            return None
+        spec = self.card.committee
+        return {
+            "members": [m.model_dump(mode="json") for m in spec.members],
+            "uncertainty": spec.uncertainty,
+        }
+
+    @property
     def delta_t(self) -> float:
         return float(self.card.delta_t if self.card.delta_t is not None else 1.0)
 
@@ -321,4 +367,5 @@ class Predictor:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
             "model": self.config.model_dump(mode="json"),
+            "committee": self.committee_summary(),
         }

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 
 from hegnn import resolve_device
-from service.predictor import EdgeBudget, Predictor
-from service.settings import Settings
+from hegnn_serve.service.predictor import EdgeBudget, Predictor
+from hegnn_serve.service.settings import Settings
 
 logger = logging.getLogger(__name__)
 

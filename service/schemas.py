@@ -321,9 +321,20 @@ MDBody = one_or_many(MDRequest, MDBatchRequest)
 # -- responses ----------------------------------------------------------------
 
 
+_ENERGY_STD = "committees: std of the members' energies, eV"
+_FORCES_STD = "committees: [n_atoms] RMS deviation of the members' forces, eV/Å"
+_MAX_FORCE_STD = (
+    "committees: max of forces_std, eV/Å; above the card's "
+    "committee.uncertainty.threshold_max_force_std the answer is extrapolated"
+)
+
+
 class ForcesResult(BaseModel):
-    energy: float = Field(description="potential energy, eV")
+    energy: float = Field(description="potential energy, eV (committees: mean)")
     forces: list[list[float]] = Field(description="[n_atoms, 3] forces, eV/Å")
+    energy_std: float | None = Field(None, description=_ENERGY_STD)
+    forces_std: list[float] | None = Field(None, description=_FORCES_STD)
+    max_force_std: float | None = Field(None, description=_MAX_FORCE_STD)
 
 
 class ForcesResponse(BaseModel):
@@ -334,6 +345,9 @@ class ForcesResponse(BaseModel):
     forces: list[list[float]] | None = Field(
         None, description="[n_atoms, 3] forces, eV/Å"
     )
+    energy_std: float | None = Field(None, description=_ENERGY_STD)
+    forces_std: list[float] | None = Field(None, description=_FORCES_STD)
+    max_force_std: float | None = Field(None, description=_MAX_FORCE_STD)
     structures: list[ForcesResult] | None = Field(
         None, description="one result per posted structure, in order"
     )

@@ -1,5 +1,5 @@
-"""`python -m training ...`: an alias of `python -m hegnn_cli`, the `hegnn` command
-where no console script exists."""
+"""`python -m hegnn_serve.training ...`: an alias of `python -m hegnn_cli`, the
+`hegnn` command where no console script exists."""
 
 from hegnn_cli import app
 

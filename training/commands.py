@@ -12,10 +12,10 @@ import typer
 
 from hegnn import load
 from hegnn.checkpoint import add_card_metrics
-from training.config import apply_overrides, load_config, stored_config
-from training.evaluate import evaluate
-from training.prepare import prepare
-from training.train import Interrupted, run_training
+from hegnn_serve.training.config import apply_overrides, load_config, stored_config
+from hegnn_serve.training.evaluate import evaluate
+from hegnn_serve.training.prepare import prepare
+from hegnn_serve.training.train import Interrupted, run_training
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from hegnn import keys
-from training.metrics import MetricSums
+from hegnn_serve.training.metrics import MetricSums
 
 
 def evaluate(

@@ -17,16 +17,16 @@ from torch_geometric.data import Data
 from hegnn import keys
 from hegnn.config import ModelConfig
 from hegnn.rules import RULES, input_rule
-from training.config import (
+from hegnn_serve.training.config import (
     DataBase,
     MD17ForceData,
     MD17TrajData,
     NBodyData,
     TrainConfig,
 )
-from training.data.md17 import MD17Frames, load_frames
-from training.data.store import file_sha256, read_metadata
-from training.data.tasks import (
+from hegnn_serve.training.data.md17 import MD17Frames, load_frames
+from hegnn_serve.training.data.store import file_sha256, read_metadata
+from hegnn_serve.training.data.tasks import (
     SPLITS,
     fit_reference_energies,
     md17_force_dataset,

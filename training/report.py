@@ -17,9 +17,9 @@ from typing import Annotated, Any
 import typer
 
 from hegnn import read_card
-from training.metrics import primary_metric
-from training.plots import plot_comparison
-from training.train import METRICS_FILE
+from hegnn_serve.training.metrics import primary_metric
+from hegnn_serve.training.plots import plot_comparison
+from hegnn_serve.training.train import METRICS_FILE
 
 # Published values (paper/HEGNN.md §10); each row names its protocol.
 REFERENCES: dict[str, list[dict[str, Any]]] = {
@@ -79,12 +79,13 @@ def _row(path: Path) -> dict[str, Any]:
     metrics = card.metrics
     test = metrics.get("test", {})
     lmax = card.model.lmax
-    return {
+    architecture = "EGNN" if lmax is None else f"HEGNN L={lmax}"
+    row = {
         "name": card.name,
         "task": card.task,
         "dataset": extra.get("dataset"),
         "data": extra.get("data", {}).get("path"),
-        "architecture": "EGNN" if lmax is None else f"HEGNN L={lmax}",
+        "architecture": architecture,
         "split": extra.get("data", {}).get("split_sizes"),
         "test": test,
         "test_rotated": metrics.get("test_rotated"),
@@ -94,6 +95,13 @@ def _row(path: Path) -> dict[str, Any]:
         "wall_time_s": extra.get("training", {}).get("wall_time_s"),
         "command": extra.get("training", {}).get("command"),
     }
+    if card.committee is not None:  # its members' epochs and summed training time
+        members = [_row(path / m.folder) for m in card.committee.members]
+        row["architecture"] = f"{architecture}, committee of {len(members)}"
+        for key in ("epochs", "best_epoch"):
+            row[key] = "/".join(str(m[key]) for m in members)
+        row["wall_time_s"] = sum(m["wall_time_s"] or 0 for m in members) or None
+    return row
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import typer
 import yaml
 
-from training.config import TrainConfig, load_config
+from hegnn_serve.training.config import TrainConfig, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def _test_graphs(cfg: TrainConfig) -> list:
     """The run's test split as ``hegnn train`` builds it (``prepare``), built once
     per data section, graph parameters and dtype: the models of a study differ in
     their architecture only, and score the same graphs."""
-    from training.prepare import prepare
+    from hegnn_serve.training.prepare import prepare
 
     m = cfg.model
     graph = (m.r_max, m.bond_cutoff, m.heavy_atoms_only)
@@ -235,9 +235,9 @@ def score_run(run: Run) -> dict[str, Any]:
     import torch
 
     from hegnn import load
-    from training.config import stored_config
-    from training.evaluate import per_sample_mse
-    from training.plots import read_metrics
+    from hegnn_serve.training.config import stored_config
+    from hegnn_serve.training.evaluate import per_sample_mse
+    from hegnn_serve.training.plots import read_metrics
 
     torch.set_num_threads(1)
     model, card = load(run.checkpoint)
@@ -546,7 +546,7 @@ def ship(
     import shutil
 
     from hegnn import load, save
-    from training.report import kept_log
+    from hegnn_serve.training.report import kept_log
 
     entry = summary["models"][model]
     net, card = load(Path(entry["best_validation_checkpoint"]))

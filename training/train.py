@@ -23,12 +23,12 @@ from torch_geometric.loader import DataLoader
 
 from hegnn import build_model, keys, save
 from hegnn.rules import input_rule
-from training import distributed
-from training.config import TrainConfig, stored_config
-from training.evaluate import evaluate
-from training.metrics import dynamics_loss, potential_loss, primary_metric
-from training.plots import plot_curves
-from training.prepare import Prepared, prepare
+from hegnn_serve.training import distributed
+from hegnn_serve.training.config import TrainConfig, stored_config
+from hegnn_serve.training.evaluate import evaluate
+from hegnn_serve.training.metrics import dynamics_loss, potential_loss, primary_metric
+from hegnn_serve.training.plots import plot_curves
+from hegnn_serve.training.prepare import Prepared, prepare
 
 logger = logging.getLogger(__name__)
 

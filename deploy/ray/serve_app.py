@@ -24,7 +24,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from service.settings import Settings
+from hegnn_serve.service.settings import Settings
 
 DEPLOYMENT = "HEGNNService"
 
@@ -94,7 +94,7 @@ class HEGNNService:
 
     def __serve_build_asgi_app__(self) -> Any:
         # Imported here: torch and the models load in the replica, not the driver.
-        from service.app import create_app
+        from hegnn_serve.service.app import create_app
 
         app = create_app(Settings(**self.settings))
         replica = serve.get_replica_context().replica_id.unique_id

@@ -3,8 +3,8 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.deps import StateDep
-from service.schemas import Health, Readiness
+from hegnn_serve.service.deps import StateDep
+from hegnn_serve.service.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
 

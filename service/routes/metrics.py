@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Response
 
-from service.deps import StateDep
+from hegnn_serve.service.deps import StateDep
 
 router = APIRouter(tags=["health"])
 

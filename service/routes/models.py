@@ -4,9 +4,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from service.deps import PredictorDep, StateDep, require_api_key
-from service.openapi import LIST_ERRORS, MODEL_ERRORS
-from service.schemas import ModelList
+from hegnn_serve.service.deps import PredictorDep, StateDep, require_api_key
+from hegnn_serve.service.openapi import LIST_ERRORS, MODEL_ERRORS
+from hegnn_serve.service.schemas import ModelList
 
 router = APIRouter(
     prefix="/v1/models", tags=["models"], dependencies=[Depends(require_api_key)]

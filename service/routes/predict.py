@@ -11,32 +11,38 @@ evaluation itself is a 500 with the request id.
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse, Response
 
 from hegnn import keys
-from service.deps import PredictorDep, ServiceState, StateDep, require_api_key
-from service.errors import (
+from hegnn_serve.service.codec import MSGPACK, pack, wants_msgpack
+from hegnn_serve.service.deps import (
+    PredictorDep,
+    ServiceState,
+    StateDep,
+    require_api_key,
+)
+from hegnn_serve.service.errors import (
     InputError,
     InternalError,
     JobStopped,
     LimitError,
     Overloaded,
 )
-from service.jobs import Job
-from service.md import MDRun, run_md
-from service.middleware import note_request
-from service.openapi import FORCES_ERRORS, JOB_ERRORS
-from service.predictor import Predictor, Prepared
-from service.schemas import (
+from hegnn_serve.service.jobs import Job
+from hegnn_serve.service.md import MDRun, run_md
+from hegnn_serve.service.middleware import note_request
+from hegnn_serve.service.openapi import FORCES_ERRORS, FORCES_MSGPACK, JOB_ERRORS
+from hegnn_serve.service.predictor import ForceResult, Predictor, Prepared
+from hegnn_serve.service.schemas import (
     FORCES_EXAMPLES,
     MD_EXAMPLES,
     TRAJECTORY_EXAMPLES,
     ForcesBody,
     ForcesResponse,
-    ForcesResult,
     Items,
     MDBody,
     MDFrame,
@@ -48,7 +54,7 @@ from service.schemas import (
     TrajectoryResponse,
     TrajectoryResult,
 )
-from service.settings import Settings
+from hegnn_serve.service.settings import Settings
 
 router = APIRouter(
     prefix="/v1/models", tags=["predict"], dependencies=[Depends(require_api_key)]
@@ -206,15 +212,18 @@ async def run_job(
     response_model=ForcesResponse,
     response_model_exclude_none=True,
     responses=FORCES_ERRORS,
+    openapi_extra=FORCES_MSGPACK,
 )
 async def forces(
     body: Annotated[ForcesBody, Body(openapi_examples=FORCES_EXAMPLES)],
     predictor: ForcesModel,
     state: StateDep,
     request: Request,
-) -> ForcesResponse:
+) -> Response:
     """Potential models: energy (eV) and forces (eV/Å) of one structure or of
-    ``structures``, in order. Concurrent requests are batched into one model call."""
+    ``structures``, in order. Concurrent requests are batched into one model call.
+    JSON, or msgpack with ``Accept: application/msgpack`` (forces as float64
+    bytes, see the request body's msgpack form)."""
     items = body.items()
     atoms = check_sizes(state.settings, items)
     note_request(request, len(items), atoms)
@@ -226,14 +235,40 @@ async def forces(
             raise outcome.under(*prefix)
         if isinstance(outcome, InternalError):
             raise outcome
-        results.append(ForcesResult(energy=outcome.energy, forces=outcome.forces))
-    units = predictor.units
-    if body.batch:
-        return ForcesResponse(model=predictor.name, structures=results, units=units)
-    (one,) = results
-    return ForcesResponse(
-        model=predictor.name, energy=one.energy, forces=one.forces, units=units
+        results.append(outcome)
+    state.metrics.observe_uncertainty(predictor, results)
+    return forces_response(
+        predictor, results, body.batch, wants_msgpack(request.headers.get("accept"))
     )
+
+
+def forces_response(
+    predictor: Predictor, results: list[ForceResult], batch: bool, binary: bool
+) -> Response:
+    """The ``ForcesResponse`` layout, encoded here rather than by FastAPI's
+    response validation (which walks every force twice more): JSON, or msgpack
+    with forces as float64 bytes."""
+
+    def array(values: np.ndarray) -> np.ndarray | list:
+        return values if binary else values.tolist()
+
+    def result(r: ForceResult) -> dict[str, Any]:
+        found = {"energy": r.energy, "forces": array(r.forces)}
+        if r.forces_std is not None:
+            found["energy_std"] = r.energy_std
+            found["forces_std"] = array(r.forces_std)
+            found["max_force_std"] = r.max_force_std
+        return found
+
+    answer: dict[str, Any] = {"model": predictor.name}
+    if batch:
+        answer["structures"] = [result(r) for r in results]
+    else:
+        answer.update(result(results[0]))
+    answer["units"] = predictor.units
+    if binary:
+        return Response(pack(answer), media_type=MSGPACK)
+    return JSONResponse(answer)
 
 
 @router.post(

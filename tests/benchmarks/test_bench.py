@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from benchmarks.tp_baseline import TPDynamics, TPPotential
 from hegnn.testing import assert_equivariant, random_structure
 from hegnn_cli import app
+from hegnn_serve.benchmarks.tp_baseline import TPDynamics, TPPotential
 
 ENVELOPE = {
     "benchmark",
@@ -79,15 +79,40 @@ def test_bench_service(tmp_path: Path) -> None:
 
 def test_bench_md(tmp_path: Path) -> None:
     results = run_bench("md", tmp_path)
-    calculators = {"hegnn_calculator", "predictor", "remote"}
+    calculators = {"hegnn_calculator", "predictor", "remote", "remote_json"}
     assert set(results["ms_per_step"]) == calculators
     assert set(results["overhead_ms_per_step"]) == {
         "remote_minus_predictor",
         "remote_minus_hegnn_calculator",
         "remote_minus_server_compute",
+        "remote_json_minus_hegnn_calculator",
     }
+    for profile in results["profile"].values():  # named rows add up to the step
+        rows = profile["rows_ms"]
+        assert "server: model call (E + F)" in rows and "client encode" in rows
+        assert sum(rows.values()) == pytest.approx(profile["remote_step_ms"], 1e-3)
+    assert (tmp_path / "md-cpu-profile.md").read_text().count("|") > 40
     assert results["nve"]["steps"] == 10
     assert "drift_mev_per_atom_per_ps" in results["nve"]
+
+
+def test_bench_committee(tmp_path: Path) -> None:
+    """On the shipped ethanol committee: both timings and their paired ratio."""
+    results = run_bench("committee", tmp_path)
+    assert set(results["batches"]) == {"1", "2"}
+    for r in results["batches"].values():
+        assert r["member_ms"] > 0 and r["committee_ms"] > 0 and r["ratio"] > 0
+
+
+def test_bench_soak(tmp_path: Path) -> None:
+    """A real server on the shipped checkpoints: force clients beside a long /md
+    job, small jobs probed; every request counted by status."""
+    results = run_bench("soak", tmp_path)
+    forces = results["forces"]
+    assert forces["requests"] == sum(forces["by_status"].values()) > 0
+    assert results["small_jobs"], "no small job was probed"
+    assert {p["kind"] for p in results["small_jobs"]} <= {"trajectory", "md"}
+    assert results["long_job"]["status"] is not None
 
 
 @pytest.mark.parametrize("task", ["potential", "dynamics"])

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from hegnn import load
-from training.commands import evaluate_checkpoint
-from training.config import stored_config
-from training.data.nbody import generate_nbody, nbody_protocol
+from hegnn_serve.training.commands import evaluate_checkpoint
+from hegnn_serve.training.config import stored_config
+from hegnn_serve.training.data.nbody import generate_nbody, nbody_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(p.parent for p in (ROOT / "checkpoints").glob("*/card.json"))
@@ -23,9 +23,16 @@ def _card(path: Path) -> dict:
 @pytest.mark.parametrize("path", SHIPPED, ids=NAMES)
 def test_checkpoint_loads_and_is_small(path: Path) -> None:
     model, card = load(path)
-    assert (path / "model.safetensors").stat().st_size < 5 * 2**20
     assert card.metrics.get("test"), "card has no test metrics"
-    assert card.model_extra["training"]["command"].startswith("hegnn train")
+    if card.committee is None:
+        assert (path / "model.safetensors").stat().st_size < 5 * 2**20
+        assert card.model_extra["training"]["command"].startswith("hegnn train")
+        return
+    # A committee: its members are shipped checkpoints of their own, in its folder.
+    assert card.model_extra["training"]["command"].startswith("hegnn committee")
+    assert card.committee.uncertainty["threshold_max_force_std"] > 0
+    for member in card.committee.members:
+        test_checkpoint_loads_and_is_small(path / member.folder)
 
 
 _GENERATED: dict[str, Path] = {}
@@ -107,7 +114,7 @@ def test_eval_reproduces_the_card_metric(path: Path, request) -> None:
         pytest.skip(f"{path.name}: its data file is generated (see the card's command)")
     expected = _card(path)["data"].get("content_sha256")
     if expected:
-        from training.prepare import content_sha256
+        from hegnn_serve.training.prepare import content_sha256
 
         assert content_sha256(data) == expected, (
             "regenerated data differ from the card's: the N-body generator is meant "

@@ -70,7 +70,7 @@ def test_every_api_service_is_the_hardened_image() -> None:
 def test_environment_passes_every_setting_but_the_command_line_ones() -> None:
     """All HEGNN_* settings reach the container; host, port and checkpoints are
     options of the image's command, which win over the environment."""
-    from service.settings import Settings
+    from hegnn_serve.service.settings import Settings
 
     expected = {f"HEGNN_{f.upper()}" for f in Settings.model_fields} - {
         "HEGNN_HOST",

@@ -14,7 +14,6 @@ import time
 import tomllib
 import zipfile
 from collections.abc import Callable
-from fnmatch import fnmatch
 from pathlib import Path
 
 import httpx
@@ -26,6 +25,7 @@ from packaging.requirements import Requirement
 from hegnn import ModelConfig, build_model, save
 from tests.deploy.conftest import ROOT
 from tests.test_cli import serve_imports
+from tests.test_packaging import import_names
 
 # The packages of pyproject.toml that the image holds: what `hegnn serve` needs.
 SOURCES = ("hegnn", "hegnn_cli", "service")
@@ -90,14 +90,9 @@ def replace_option(argv: list[str], name: str, value: str) -> list[str]:
 
 
 def project_packages() -> set[str]:
-    """Top-level packages that pyproject.toml's package discovery finds here."""
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        include = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]["include"]
+    """Top-level folders that setup.py installs."""
     return {
-        folder.name
-        for folder in ROOT.iterdir()
-        if (folder / "__init__.py").is_file()
-        and any(fnmatch(folder.name, pattern) for pattern in include)
+        folder for folder in import_names() if (ROOT / folder / "__init__.py").is_file()
     }
 
 
@@ -136,7 +131,7 @@ def test_torch_pin_matches_makefile_and_pyproject() -> None:
     docker_pin = torch_pin("\n".join(pip_install_runs()))
     assert docker_pin == torch_pin((ROOT / "Makefile").read_text())
     with open(ROOT / "pyproject.toml", "rb") as f:
-        dependencies = tomllib.load(f)["project"]["dependencies"]
+        dependencies = tomllib.load(f)["project"]["optional-dependencies"]["serve"]
     torch_spec = next(
         Requirement(d) for d in dependencies if Requirement(d).name == "torch"
     )
@@ -179,7 +174,9 @@ def test_dependency_layer_is_built_from_pyproject_before_the_source(
         check=True,
     ).stdout.splitlines()
     with open(ROOT / "pyproject.toml", "rb") as f:
-        assert written == tomllib.load(f)["project"]["dependencies"]
+        project = tomllib.load(f)["project"]
+    serve = project["optional-dependencies"]["serve"]
+    assert written == project["dependencies"] + serve
 
 
 def test_dockerignore_keeps_what_the_image_copies() -> None:
@@ -202,7 +199,9 @@ def test_dockerignore_keeps_what_the_image_copies() -> None:
         ]
         return any(re.fullmatch(regex(p), q) for p in patterns for q in prefixes)
 
-    sources = [args.split()[0] for kw, args in instructions() if kw == "COPY"]
+    sources = [
+        s for kw, args in instructions() if kw == "COPY" for s in args.split()[:-1]
+    ]
     for source in sources:
         assert not ignored(source.rstrip("/")), f"{source} is in .dockerignore"
     for path in ("service/app.py", "training/data/nbody.py", "checkpoints/m/card.json"):
@@ -240,12 +239,13 @@ def test_project_installs_from_what_the_image_copies(tmp_path: Path) -> None:
     for kw, args in instructions()[:install]:
         if kw != "COPY":
             continue
-        source, target = args.split()
-        if (ROOT / source).is_dir():
-            ignore = shutil.ignore_patterns("__pycache__")
-            shutil.copytree(ROOT / source, src / target, ignore=ignore)
-        else:
-            shutil.copy(ROOT / source, src / target)
+        *sources, target = args.split()
+        for source in sources:
+            if (ROOT / source).is_dir():
+                ignore = shutil.ignore_patterns("__pycache__")
+                shutil.copytree(ROOT / source, src / target, ignore=ignore)
+            else:
+                shutil.copy(ROOT / source, src / target)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
         + ["--quiet", "--wheel-dir", str(tmp_path / "dist"), str(src)],
@@ -258,7 +258,12 @@ def test_project_installs_from_what_the_image_copies(tmp_path: Path) -> None:
         names = archive.namelist()
         (entry_points,) = [n for n in names if n.endswith("/entry_points.txt")]
         scripts = archive.read(entry_points).decode()
-    assert {n.split("/")[0] for n in names if n.endswith(".py")} == set(SOURCES)
+    installed = {import_names()[folder].replace(".", "/") for folder in SOURCES}
+    assert {
+        "/".join(n.split("/")[:2] if n.startswith("hegnn_serve/") else n.split("/")[:1])
+        for n in names
+        if n.endswith(".py")
+    } == installed
     assert "hegnn = hegnn_cli:app" in scripts
 
 

@@ -139,7 +139,7 @@ def test_nginx_balances_over_replicas(
 def test_nginx_times_out_stalled_clients_and_outwaits_jobs() -> None:
     """Stalled headers or bodies are dropped by the proxy; it waits longer for an
     answer than a job may run (the service's 504 reaches the client)."""
-    from service.settings import Settings
+    from hegnn_serve.service.settings import Settings
 
     text = CONF.read_text()
 

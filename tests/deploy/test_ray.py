@@ -22,8 +22,8 @@ import pytest
 import yaml
 from ase.build import molecule
 
-from service.client import HEGNNClient
-from service.settings import Settings
+from hegnn_serve.service.client import HEGNNClient
+from hegnn_serve.service.settings import Settings
 from tests.deploy.conftest import ROOT
 
 # Read by Ray when it is imported: Ray's nodes then bind and advertise 127.0.0.1

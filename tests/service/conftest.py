@@ -21,16 +21,16 @@ import uvicorn
 from torch import nn
 
 from hegnn import ModelConfig, build_model, save
-from service.app import create_app
-from service.settings import Settings
+from hegnn_serve.service.app import create_app
+from hegnn_serve.service.settings import Settings
 
 POTENTIAL = "tiny-ff"
 NBODY = "tiny-nbody"
 
 
-def tiny_potential() -> nn.Module:
+def tiny_potential(seed: int = 0) -> nn.Module:
     """A float64 potential (L=2, 16 wide, 2 layers) with random weights."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = ModelConfig(
         task="potential",
         lmax=2,

@@ -4,6 +4,7 @@ alone; a model call that raises is a 500 with the request id, not a 422."""
 import asyncio
 import logging
 import re
+import time
 
 import httpx
 import numpy as np
@@ -12,10 +13,15 @@ import torch
 from torch_geometric.data import Data
 
 from hegnn.testing import random_structure
-from service.batching import ForceBatcher
-from service.errors import InputError, InternalError, Overloaded
-from service.metrics import Metrics
-from service.predictor import ForceResult, Predictor, Prepared, StructureInput
+from hegnn_serve.service.batching import Arrivals, ForceBatcher, _Item
+from hegnn_serve.service.errors import InputError, InternalError, Overloaded
+from hegnn_serve.service.metrics import Metrics
+from hegnn_serve.service.predictor import (
+    ForceResult,
+    Predictor,
+    Prepared,
+    StructureInput,
+)
 
 from .conftest import POTENTIAL, make_settings, running_server
 
@@ -267,3 +273,51 @@ def test_a_rollout_that_raises_is_500_with_the_request_id(http, monkeypatch) -> 
     assert response.status_code == 500
     request_id = response.headers["x-request-id"]
     assert f"request id {request_id}" in response.json()["detail"]
+
+
+def test_an_idle_batcher_starts_at_once_and_waits_only_for_arrivals() -> None:
+    """The wait decision itself: no wait with an empty queue, a full atom budget,
+    or no other request inside the server; otherwise up to max_wait."""
+    fake = FakePredictor()
+    arrivals = Arrivals()
+
+    async def scenario() -> list[float]:
+        batcher = ForceBatcher(
+            fake, Metrics(), max_atoms=10, max_wait_s=0.5, arrivals=arrivals
+        )
+        now = time.perf_counter()
+        waits = [batcher.wait_s(now)]  # empty queue
+        arrivals.enter(fake.name)  # one request inside the server, queued
+        batcher._requests = 1
+        batcher._items.append(_Item(prepared(4), asyncio.Future(), now))
+        batcher._queued_atoms = 4
+        waits.append(batcher.wait_s(now))  # a lone client
+        arrivals.enter(fake.name)  # a second one is still arriving
+        waits.append(batcher.wait_s(now + 0.2))
+        waits.append(batcher.wait_s(now + 0.6))  # the oldest waited max_wait
+        batcher._queued_atoms = 10  # the atom budget is full
+        waits.append(batcher.wait_s(now))
+        return waits
+
+    empty, lone, arriving, waited, full = asyncio.run(scenario())
+    assert empty == lone == waited == full == 0
+    assert arriving == pytest.approx(0.3)
+
+
+def test_a_lone_request_does_not_wait_for_the_batch_window() -> None:
+    """A batch window of an hour: a lone request is answered all the same."""
+    fake = FakePredictor()
+    arrivals = Arrivals()
+
+    async def scenario() -> list:
+        batcher = ForceBatcher(fake, Metrics(), max_wait_s=3600, arrivals=arrivals)
+        await batcher.start()
+        arrivals.enter(fake.name)
+        try:
+            return await asyncio.wait_for(batcher.forces([prepared(3)]), 60)
+        finally:
+            arrivals.leave(fake.name)
+            await batcher.close()
+
+    (outcome,) = asyncio.run(scenario())
+    assert outcome.energy == 3

@@ -16,8 +16,9 @@ from ase.md.velocitydistribution import Stationary
 from ase.md.verlet import VelocityVerlet
 
 from hegnn import HEGNNCalculator
-from service.calculator import RemoteCalculator
-from service.client import HEGNNClient
+from hegnn_serve.service.calculator import RemoteCalculator
+from hegnn_serve.service.client import HEGNNClient
+from hegnn_serve.service.codec import as_json_body, unpack, wants_msgpack
 
 from .conftest import POTENTIAL
 
@@ -41,8 +42,13 @@ class CountingClient(HEGNNClient):
         self.http.event_hooks["request"].append(self.sent.append)
 
     def bodies(self, path_end: str) -> list[dict]:
+        """The bodies sent (msgpack or JSON) as their JSON form."""
         return [
-            json.loads(r.content) for r in self.sent if r.url.path.endswith(path_end)
+            as_json_body(unpack(r.content))
+            if wants_msgpack(r.headers.get("content-type"))
+            else json.loads(r.content)
+            for r in self.sent
+            if r.url.path.endswith(path_end)
         ]
 
 
@@ -104,6 +110,7 @@ def test_caches_until_atoms_move(calc: RemoteCalculator, client: CountingClient)
     assert not np.allclose(moved, forces)
     sent = client.bodies("/forces")[-1]
     np.testing.assert_array_equal(sent["positions"], atoms.positions)
+    assert wants_msgpack(client.sent[-1].headers["content-type"])  # the default
 
 
 def test_stress_is_not_implemented(calc: RemoteCalculator) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hegnn import load, make_graph_data, save
-from service.schemas import TRAJECTORY_EXAMPLES
+from hegnn_serve.service.schemas import TRAJECTORY_EXAMPLES
 
 from .conftest import POTENTIAL, make_settings, running_server, tiny_dynamics
 

@@ -10,9 +10,13 @@ import httpx
 import pytest
 from ase.build import molecule
 
-from service import client as client_module
-from service.client import HEGNNClient, HEGNNConnectionError, HEGNNServiceError
-from service.settings import Settings
+from hegnn_serve.service import client as client_module
+from hegnn_serve.service.client import (
+    HEGNNClient,
+    HEGNNConnectionError,
+    HEGNNServiceError,
+)
+from hegnn_serve.service.settings import Settings
 
 from .conftest import running_server
 

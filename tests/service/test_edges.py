@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import service.predictor as predictor_module
+import hegnn_serve.service.predictor as predictor_module
 from hegnn.graph import count_radius_edges
 from hegnn.structure import StructureInput
-from service.errors import LimitError
-from service.predictor import EdgeBudget, Predictor
+from hegnn_serve.service.errors import LimitError
+from hegnn_serve.service.predictor import EdgeBudget, Predictor
 
 from .conftest import POTENTIAL, make_settings, running_server
 

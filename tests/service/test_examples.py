@@ -94,7 +94,7 @@ def test_nbody_reference_is_the_training_simulator() -> None:
         import nbody_rollout
     finally:
         sys.path.remove(str(REPO / "examples"))
-    from training.data.nbody import simulate
+    from hegnn_serve.training.data.nbody import simulate
 
     x, v, q = nbody_rollout.initial_state(5, seed=0)
     reference = nbody_rollout.simulate(x, v, q, delta_t=0.1, steps=2)

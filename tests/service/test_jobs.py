@@ -13,7 +13,7 @@ from contextlib import suppress
 import httpx
 import pytest
 
-from service.schemas import NBODY_STATE, WATER
+from hegnn_serve.service.schemas import NBODY_STATE, WATER
 
 from .conftest import NBODY, POTENTIAL, make_settings, running_server
 

@@ -3,7 +3,7 @@ error schema; bearer auth and 401 only when HEGNN_API_KEYS is set."""
 
 import pytest
 
-from service.app import create_app
+from hegnn_serve.service.app import create_app
 
 from .conftest import make_settings
 

@@ -27,7 +27,7 @@ def test_readme_curl_bodies_are_answered(server_url: str) -> None:
 
 def test_readme_client_snippet_runs(server_url: str) -> None:
     text = README.read_text()
-    start = text.index("from service.client import HEGNNClient\n\nwater")
+    start = text.index("from hegnn_serve.service.client import HEGNNClient\n\nwater")
     code = text[start : text.index("```", start)]
     code = code.replace("http://127.0.0.1:8000", server_url)
     code = code.replace('"md17-ethanol-ff-hegnn"', '"tiny-ff"')

@@ -10,7 +10,7 @@ schemathesis = pytest.importorskip("schemathesis")  # the dev extra
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis import checks  # noqa: E402
 
-from service.app import create_app  # noqa: E402
+from hegnn_serve.service.app import create_app  # noqa: E402
 
 from .conftest import make_settings, running_server  # noqa: E402
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from service.settings import Settings, get_settings
+from hegnn_serve.service.settings import Settings, get_settings
 
 
 def test_environment_variables_set_values(monkeypatch) -> None:
@@ -89,7 +89,7 @@ def test_hegnn_serve_rejects_a_bad_device() -> None:
 def test_the_dtype_setting_converts_models(checkpoint_dir) -> None:
     import torch
 
-    from service.registry import load_registry
+    from hegnn_serve.service.registry import load_registry
 
     registry = load_registry(Settings(checkpoints=checkpoint_dir, dtype="float32"))
     predictor = registry.predictors["tiny-ff"]

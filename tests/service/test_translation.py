@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.schemas import NBODY_STATE
+from hegnn_serve.service.schemas import NBODY_STATE
 
 from .conftest import NBODY, POTENTIAL, make_settings, running_server
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from hegnn import Architecture, input_rule
-from training.config import (
+from hegnn_serve.training.config import (
     LEGACY_DATA_DEFAULTS,
     MD17ForceData,
     MD17TrajData,
@@ -18,8 +18,8 @@ from training.config import (
     migrate_stored_config,
     stored_config,
 )
-from training.prepare import model_config
-from training.train import _config_changes, _saved_config
+from hegnn_serve.training.prepare import model_config
+from hegnn_serve.training.train import _config_changes, _saved_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {

@@ -4,21 +4,21 @@ import pytest
 import torch
 from e3nn import o3
 
-from training.expressivity.analytic import blind_degree_table
-from training.expressivity.experiment import (
+from hegnn_serve.training.expressivity.analytic import blind_degree_table
+from hegnn_serve.training.expressivity.experiment import (
     ToyConfig,
     accuracy,
     rotated_pair,
     train_cell,
 )
-from training.expressivity.prediction import agrees, sees_orientation
-from training.expressivity.structures import (
+from hegnn_serve.training.expressivity.prediction import agrees, sees_orientation
+from hegnn_serve.training.expressivity.structures import (
     STRUCTURES,
     Structure,
     complete_graph,
     random_rotation,
 )
-from training.expressivity.toy_model import (
+from hegnn_serve.training.expressivity.toy_model import (
     ToyHEGNN,
     ToySpec,
     batch_graphs,

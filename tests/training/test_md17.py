@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from hegnn import InputError, StructureInput, input_rule, keys, make_graph_data
 from hegnn.config import ModelConfig
-from training.data.cli import data_app
-from training.data.md17 import load_frames, write_canonical
-from training.data.tasks import (
+from hegnn_serve.training.data.cli import data_app
+from hegnn_serve.training.data.md17 import load_frames, write_canonical
+from hegnn_serve.training.data.tasks import (
     fit_reference_energies,
     gmn_frames_needed,
     gmn_split,

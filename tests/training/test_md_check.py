@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 
 from hegnn import save
+from hegnn_serve.training.md_check import run_nve
 from tests.hegnn.conftest import tiny_model
-from training.md_check import run_nve
 
 ROOT = Path(__file__).resolve().parents[2]
 

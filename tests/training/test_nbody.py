@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from hegnn import keys, make_graph_data
 from hegnn.config import ModelConfig
-from training.data.cli import data_app
-from training.data.nbody import (
+from hegnn_serve.training.data.cli import data_app
+from hegnn_serve.training.data.nbody import (
     coulomb_forces,
     generate_nbody,
     initial_conditions,
@@ -18,7 +18,7 @@ from training.data.nbody import (
     simulate,
     total_energy,
 )
-from training.data.tasks import nbody_dataset, rotation_xyz
+from hegnn_serve.training.data.tasks import nbody_dataset, rotation_xyz
 
 from .graphs import assert_served_graph_plus
 
@@ -216,7 +216,7 @@ PINNED_SHA256 = {
 }
 _HASH_SCRIPT = """
 import sys, tempfile
-from training.data.nbody import generate_nbody, nbody_protocol
+from hegnn_serve.training.data.nbody import generate_nbody, nbody_protocol
 with tempfile.TemporaryDirectory() as d:
     for name in ("egnn", "hegnn"):
         p = nbody_protocol(name, 5, sizes=(6, 3, 3))

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from hegnn import ModelConfig, build_model, save
-from training.report import report, twins
+from hegnn_serve.training.report import report, twins
 
 
 def _checkpoint(root: Path, name: str, lmax: int | None, mse: float) -> None:

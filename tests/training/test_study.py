@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from hegnn import load
 from hegnn_cli import app
-from training.config import stored_config
-from training.data.nbody import generate_nbody, nbody_protocol
-from training.evaluate import evaluate, per_sample_mse
-from training.prepare import prepare
-from training.study import (
+from hegnn_serve.training.config import stored_config
+from hegnn_serve.training.data.nbody import generate_nbody, nbody_protocol
+from hegnn_serve.training.evaluate import evaluate, per_sample_mse
+from hegnn_serve.training.prepare import prepare
+from hegnn_serve.training.study import (
     bootstrap_ci,
     model_lmax,
     plan,

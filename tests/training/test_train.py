@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from hegnn import HEGNNCalculator, load
-from training.commands import evaluate_checkpoint
-from training.config import load_config
-from training.data.nbody import generate_nbody, nbody_protocol
-from training.train import run_training
+from hegnn_serve.training.commands import evaluate_checkpoint
+from hegnn_serve.training.config import load_config
+from hegnn_serve.training.data.nbody import generate_nbody, nbody_protocol
+from hegnn_serve.training.train import run_training
 
 ROOT = Path(__file__).resolve().parents[2]
 HEGNN = str(Path(sys.executable).parent / "hegnn")

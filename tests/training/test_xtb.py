@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from training.data import xtb
-from training.data.md17 import load_frames
-from training.data.xtb import XTBRun, partial_dir, run_xtb_md
+from hegnn_serve.training.data import xtb
+from hegnn_serve.training.data.md17 import load_frames
+from hegnn_serve.training.data.xtb import XTBRun, partial_dir, run_xtb_md
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before tblite loads OpenMP
 pytest.importorskip("tblite.ase", reason="tblite (optional extra 'xtb') not installed")

@@ -9,8 +9,8 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from training.data.md17 import ENERGY_UNITS, load_frames, write_canonical
-from training.data.nbody import generate_nbody, nbody_protocol
+from hegnn_serve.training.data.md17 import ENERGY_UNITS, load_frames, write_canonical
+from hegnn_serve.training.data.nbody import generate_nbody, nbody_protocol
 
 logger = logging.getLogger(__name__)
 data_app = typer.Typer(no_args_is_help=True, help="Make and import datasets.")
@@ -118,7 +118,7 @@ def xtb(
         raise typer.BadParameter(
             "tblite is not installed: pip install 'hegnn-serve[xtb]'"
         ) from error
-    from training.data.xtb import XTBRun, run_xtb_md
+    from hegnn_serve.training.data.xtb import XTBRun, run_xtb_md
 
     run = XTBRun(
         molecule, seed, temperature, timestep, thermostat.value, tau, relax=relax

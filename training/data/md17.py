@@ -23,7 +23,7 @@ import numpy as np
 from ase import units
 
 from hegnn import keys
-from training.data.store import file_sha256, read_metadata, write_npz
+from hegnn_serve.training.data.store import file_sha256, read_metadata, write_npz
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-from training.data.store import write_npz
+from hegnn_serve.training.data.store import write_npz
 
 logger = logging.getLogger(__name__)
 

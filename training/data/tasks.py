@@ -22,7 +22,7 @@ from hegnn import keys
 from hegnn.config import ModelConfig
 from hegnn.inputs import make_graph_data
 from hegnn.rules import input_rule
-from training.data.md17 import MD17Frames
+from hegnn_serve.training.data.md17 import MD17Frames
 
 logger = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from training.data.md17 import energy_factor
-from training.data.store import file_sha256, write_npz
+from hegnn_serve.training.data.md17 import energy_factor
+from hegnn_serve.training.data.store import file_sha256, write_npz
 
 logger = logging.getLogger(__name__)
 

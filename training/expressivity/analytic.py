@@ -9,7 +9,7 @@ import torch
 from e3nn import o3
 from torch import Tensor
 
-from training.expressivity.structures import Structure
+from hegnn_serve.training.expressivity.structures import Structure
 
 TOLERANCE = 1e-8
 

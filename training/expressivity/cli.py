@@ -15,20 +15,20 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markdown import Markdown
 
-from training.expressivity.analytic import blind_degree_table
-from training.expressivity.experiment import (
+from hegnn_serve.training.expressivity.analytic import blind_degree_table
+from hegnn_serve.training.expressivity.experiment import (
     ToyConfig,
     default_specs,
     run_experiment,
 )
-from training.expressivity.report import (
+from hegnn_serve.training.expressivity.report import (
     analytic_markdown,
     plot_heatmap,
     results_page,
     train_markdown,
     write_json,
 )
-from training.expressivity.structures import STRUCTURES
+from hegnn_serve.training.expressivity.structures import STRUCTURES
 
 logger = logging.getLogger(__name__)
 ANALYTIC_LMAX = 12

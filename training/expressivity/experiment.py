@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state
 
-from training.expressivity.analytic import blind_degrees
-from training.expressivity.prediction import agrees, sees_orientation
-from training.expressivity.structures import Structure, random_rotation
-from training.expressivity.toy_model import (
+from hegnn_serve.training.expressivity.analytic import blind_degrees
+from hegnn_serve.training.expressivity.prediction import agrees, sees_orientation
+from hegnn_serve.training.expressivity.structures import Structure, random_rotation
+from hegnn_serve.training.expressivity.toy_model import (
     GraphBatch,
     ToyHEGNN,
     ToySpec,

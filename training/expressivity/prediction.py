@@ -1,7 +1,7 @@
 """What the degeneration argument predicts for each toy cell, and whether a result
 agrees (HEGNN.md §6 "Prediction": chance is 50 ± 5 %, success ≥ 95 %)."""
 
-from training.expressivity.toy_model import ToySpec
+from hegnn_serve.training.expressivity.toy_model import ToySpec
 
 CHANCE = 50.0
 CHANCE_TOLERANCE = 5.0  # at chance: |accuracy - 50| <= 5 (%)

@@ -7,7 +7,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from training.expressivity.experiment import CellResult, ToyConfig
+from hegnn_serve.training.expressivity.experiment import CellResult, ToyConfig
 
 
 def analytic_markdown(table: dict[str, list[int]], lmax: int) -> str:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from hegnn.nn.layer import Edges, HEGNNLayer
 from hegnn.nn.mlp import MLP
 from hegnn.nn.spherical import SphericalHarmonics, degree_index
-from training.expressivity.structures import Structure
+from hegnn_serve.training.expressivity.structures import Structure
 
 
 @dataclass(frozen=True)

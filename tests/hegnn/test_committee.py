@@ -1,0 +1,135 @@
+"""Committees: mean and spread of members, symmetric and conservative; checkpoints."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hegnn import CheckpointError, keys, load, save
+from hegnn.checkpoint import save_committee
+from hegnn.committee import Committee
+from hegnn.testing import (
+    assert_equivariant,
+    finite_difference_forces,
+    predict,
+    random_structure,
+)
+
+from .conftest import tiny_model
+
+
+def members(n: int = 3, lmax: int | None = 2) -> list:
+    out = []
+    for seed in range(n):
+        model = tiny_model("potential", lmax)
+        torch.manual_seed(100 + seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        out.append(model)
+    return out
+
+
+@pytest.mark.parametrize("lmax", [None, 1, 3])
+def test_committee_is_equivariant(lmax) -> None:
+    committee = Committee(members(3, lmax)).eval()
+    assert_equivariant(committee, random_structure(7, seed=3), atol=1e-9)
+
+
+def test_mean_and_spread_follow_the_members() -> None:
+    models = members(3)
+    committee = Committee(models).eval()
+    structure = random_structure(6, seed=1)
+    out = predict(committee, structure)
+    each = [predict(m, structure) for m in models]
+    energies = torch.stack([e[keys.ENERGY] for e in each])
+    forces = torch.stack([e[keys.FORCES] for e in each])
+    torch.testing.assert_close(out[keys.ENERGY], energies.mean(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[keys.FORCES], forces.mean(0), rtol=0, atol=1e-12)
+    expected_std = np.std(energies.numpy(), axis=0)
+    np.testing.assert_allclose(out[keys.ENERGY_STD].numpy(), expected_std, atol=1e-12)
+    deviation = forces - forces.mean(0)
+    per_atom = deviation.pow(2).sum(-1).mean(0).sqrt()
+    torch.testing.assert_close(out[keys.FORCES_STD], per_atom, rtol=0, atol=1e-12)
+    assert float(out[keys.MAX_FORCE_STD]) == float(per_atom.max())
+    assert float(per_atom.max()) > 0
+
+
+def test_identical_members_have_zero_spread() -> None:
+    model = tiny_model("potential", 2)
+    out = predict(Committee([model, model, model]).eval(), random_structure(5, seed=2))
+    # Zero up to the rounding of a float64 mean of three equal numbers.
+    eps = np.finfo(np.float64).eps
+    assert float(out[keys.ENERGY_STD]) <= 4 * eps * abs(float(out[keys.ENERGY]))
+    max_force = float(out[keys.FORCES].abs().max())
+    assert float(out[keys.MAX_FORCE_STD]) <= 4 * eps * max_force
+
+
+def test_mean_forces_are_minus_the_gradient_of_the_mean_energy() -> None:
+    committee = Committee(members(3)).eval()
+    for member in committee.members:  # zero E0: see test_potential's FD test
+        member.set_statistics(torch.zeros(3), 5.0, 0.0, 9.0)
+    analytic, numeric = finite_difference_forces(committee, random_structure(6, 4))
+    assert np.abs(analytic - numeric).max() / np.abs(analytic).max() < 1e-6
+
+
+def test_members_must_share_the_architecture() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        Committee([tiny_model("potential", 1), tiny_model("potential", 2)])
+    with pytest.raises(ValueError, match="at least 2"):
+        Committee([tiny_model("potential", 1)])
+
+
+def saved_committee(root: Path) -> tuple[Path, list]:
+    models = members(3)
+    folders = []
+    for seed, model in enumerate(models):
+        card = {"training": {"config": {"seed": seed}}, "units": {"energy": "eV"}}
+        save(model, root / f"member-s{seed}", card)
+        folders.append(root / f"member-s{seed}")
+    save_committee(folders, root / "committee", {"description": "test"})
+    return root / "committee", models
+
+
+def test_committee_checkpoint_round_trip(tmp_path: Path) -> None:
+    folder, models = saved_committee(tmp_path)
+    card = json.loads((folder / "card.json").read_text())
+    assert [m["seed"] for m in card["committee"]["members"]] == [0, 1, 2]
+    loaded, model_card = load(folder, dtype=torch.float64)
+    assert isinstance(loaded, Committee) and model_card.committee is not None
+    structure = random_structure(6, seed=5)
+    expected = predict(Committee(models).eval(), structure)
+    out = predict(loaded, structure)
+    for key in (keys.ENERGY, keys.FORCES, keys.FORCES_STD):
+        torch.testing.assert_close(out[key], expected[key], rtol=0, atol=0)
+
+
+def test_a_changed_member_is_refused(tmp_path: Path) -> None:
+    folder, _ = saved_committee(tmp_path)
+    shutil.copy(tmp_path / "member-s0" / "model.safetensors", folder / "member-s1")
+    with pytest.raises(CheckpointError, match="member-s1"):
+        load(folder)
+
+
+def test_member_folders_stay_inside_the_committee(tmp_path: Path) -> None:
+    folder, _ = saved_committee(tmp_path)
+    card = json.loads((folder / "card.json").read_text())
+    card["committee"]["members"][0]["folder"] = "../member-s0"
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="folder"):
+        load(folder)
+
+
+def test_only_potentials_with_one_architecture_make_a_committee(
+    tmp_path: Path,
+) -> None:
+    save(tiny_model("potential", 1), tmp_path / "a", {})
+    save(tiny_model("potential", 2), tmp_path / "b", {})
+    with pytest.raises(CheckpointError, match="differ"):
+        save_committee([tmp_path / "a", tmp_path / "b"], tmp_path / "c", {})
+    save(tiny_model("dynamics", 1), tmp_path / "d", {})
+    with pytest.raises(CheckpointError, match="potential"):
+        save_committee([tmp_path / "d", tmp_path / "d"], tmp_path / "e", {})

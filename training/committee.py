@@ -1,0 +1,301 @@
+"""`hegnn committee`: seed members into one committee checkpoint, calibrated.
+
+The committee's spread is calibrated on structures no member saw in training or
+model selection, in three sets:
+
+- held-out labelled configurations: the members' test split (shared: same data
+  file, sizes and split seed) plus any ``--heldout`` file, minus frames that are in
+  the training data. Here ``max_force_std`` is set against the true max force error
+  (Spearman), and the threshold ``max_force_std`` is chosen: its 95th percentile, so
+  that 5 % of in-distribution structures are flagged;
+- equilibrium MD configurations (``--md``, no labels needed): the fraction flagged
+  there is the false-flag rate on what an MD user runs;
+- distorted structures: each held-out configuration with one bond stretched by a
+  factor drawn from [1.2, 1.5] (the lighter atom moved along the bond): the
+  fraction flagged should be near 1.
+
+The threshold and the measurements go into the card (``committee.uncertainty``),
+the figures into ``--report`` (JSON and PNG).
+"""
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+from ase.data import atomic_masses
+from scipy.stats import spearmanr
+from torch_geometric.data import Batch
+
+from hegnn import keys, load, make_graph_data, read_card, save_committee
+from hegnn.checkpoint import CARD_FILE, add_card_metrics
+from hegnn.structure import StructureInput, centred
+from hegnn_serve.training.commands import evaluate_checkpoint
+from hegnn_serve.training.config import stored_config
+from hegnn_serve.training.data.md17 import MD17Frames, load_frames
+
+logger = logging.getLogger(__name__)
+
+FLAG_QUANTILE = 0.95  # threshold: 5 % of held-out structures flagged
+STRETCH = (1.2, 1.5)  # bond stretch factors of the distorted set
+BOND_LENGTH = 1.6  # Å, pairs closer than this are bonds
+BATCH = 32
+
+
+def committee_outputs(
+    model: torch.nn.Module, config, positions: np.ndarray, numbers: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``max_force_std`` [n], ``energy_std`` [n], ``forces`` [n, atoms, 3] of frames."""
+    dtype = next(model.parameters()).dtype
+    found: dict[str, list[np.ndarray]] = {"max_force_std": [], "energy_std": []}
+    forces = []
+    for start in range(0, len(positions), BATCH):
+        graphs = []
+        for x in positions[start : start + BATCH]:
+            structure, _ = centred(StructureInput(positions=x, numbers=numbers))
+            graphs.append(
+                make_graph_data(
+                    config, structure.positions, numbers=numbers, dtype=dtype
+                )
+            )
+        out = model(Batch.from_data_list(graphs))
+        found["max_force_std"].append(out[keys.MAX_FORCE_STD].numpy())
+        found["energy_std"].append(out[keys.ENERGY_STD].numpy())
+        forces.append(out[keys.FORCES].numpy().reshape(-1, len(numbers), 3))
+    return {
+        **{k: np.concatenate(v) for k, v in found.items()},
+        "forces": np.concatenate(forces).astype(np.float64),
+    }
+
+
+def stretch_one_bond(
+    positions: np.ndarray, numbers: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Copies of ``positions`` [n, atoms, 3], each with one random bond stretched."""
+    out = positions.copy()
+    masses = atomic_masses[numbers]
+    for frame in out:
+        distance = np.linalg.norm(frame[:, None] - frame[None], axis=-1)
+        i, j = np.nonzero(np.triu(distance < BOND_LENGTH, k=1))
+        k = rng.integers(len(i))
+        a, b = (i[k], j[k]) if masses[i[k]] >= masses[j[k]] else (j[k], i[k])
+        bond = frame[b] - frame[a]  # b, the lighter atom, moves
+        frame[b] = frame[a] + rng.uniform(*STRETCH) * bond
+    return out
+
+
+def training_frames(member: Path) -> tuple[MD17Frames, np.ndarray, np.ndarray]:
+    """The members' data, with the indices of their train+val and test frames."""
+    config = stored_config(read_card(member).model_extra["training"]["config"])
+    frames = load_frames(config.data.path, config.data.unit)
+    sizes = config.data.sizes or (650, 50, 100)
+    order = np.random.default_rng(config.data.seed).permutation(len(frames))
+    seen = order[: sizes[0] + sizes[1]]
+    test = order[sizes[0] + sizes[1] : sum(sizes)]
+    return frames, seen, test
+
+
+def fingerprint(positions: np.ndarray, numbers: np.ndarray) -> bytes:
+    """One frame's atoms (species, position to 1e-4 Å) in a canonical order, so
+    the same configuration matches whatever order a file lists its atoms in."""
+    rows = np.column_stack([numbers, np.round(positions, 4)])
+    return rows[np.lexsort(rows.T[::-1])].tobytes()
+
+
+def unseen(frames: MD17Frames, seen: MD17Frames) -> np.ndarray:
+    """Indices of ``frames`` that are no configuration of ``seen`` (to 1e-4 Å,
+    in any atom order)."""
+    known = {fingerprint(x, seen.numbers) for x in seen.positions}
+    return np.array(
+        [
+            i
+            for i, x in enumerate(frames.positions)
+            if fingerprint(x, frames.numbers) not in known
+        ],
+        dtype=int,
+    )
+
+
+def subset(frames: MD17Frames, index: np.ndarray) -> MD17Frames:
+    return MD17Frames(
+        numbers=frames.numbers,
+        positions=frames.positions[index],
+        energies=frames.energies[index],
+        forces=frames.forces[index],
+    )
+
+
+def calibrate(
+    model: torch.nn.Module,
+    config,
+    heldout: list[MD17Frames],
+    md: MD17Frames | None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The measurements of the module docstring (arrays under ``points``).
+    ``heldout``: labelled sets, each in its own atom order."""
+    rng = np.random.default_rng(seed)
+    std, error, distorted = [], [], []
+    for frames in heldout:
+        x, z = frames.positions, frames.numbers
+        labelled = committee_outputs(model, config, x, z)
+        std.append(labelled["max_force_std"])
+        error.append(
+            np.linalg.norm(labelled["forces"] - frames.forces, axis=-1).max(-1)
+        )
+        stretched = stretch_one_bond(x, z, rng)
+        distorted.append(committee_outputs(model, config, stretched, z))
+    std, error = np.concatenate(std), np.concatenate(error)
+    distorted = np.concatenate([d["max_force_std"] for d in distorted])
+    threshold = float(np.quantile(std, FLAG_QUANTILE))
+    worst = error >= np.quantile(error, FLAG_QUANTILE)
+    result: dict[str, Any] = {
+        "threshold_max_force_std": threshold,
+        "threshold_rule": f"{FLAG_QUANTILE:.0%} quantile of max_force_std on held-out",
+        "heldout": {
+            "n": len(std),
+            "spearman_max_force_std_vs_max_force_error": float(
+                spearmanr(std, error).statistic
+            ),
+            "worst_5pc_errors_flagged": float((std[worst] > threshold).mean()),
+            "max_force_std_median": float(np.median(std)),
+            "max_force_error_median": float(np.median(error)),
+        },
+        "distorted": {
+            "n": len(distorted),
+            "stretch": list(STRETCH),
+            "flagged": float((distorted > threshold).mean()),
+            "max_force_std_median": float(np.median(distorted)),
+        },
+        "points": {"heldout_std": std, "heldout_error": error, "distorted": distorted},
+    }
+    if md is not None:
+        md_std = committee_outputs(model, config, md.positions, md.numbers)
+        md_std = md_std["max_force_std"]
+        result["md"] = {
+            "n": len(md_std),
+            "flagged": float((md_std > threshold).mean()),
+            "max_force_std_median": float(np.median(md_std)),
+        }
+        result["points"]["md"] = md_std
+    return result
+
+
+def plot(result: dict[str, Any], name: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    points, threshold = result["points"], result["threshold_max_force_std"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.scatter(points["heldout_std"], points["heldout_error"], s=8, alpha=0.6)
+    left.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="max_force_std (eV/Å)",
+        ylabel="true max force error (eV/Å)",
+        title=f"held-out, Spearman "
+        f"{result['heldout']['spearman_max_force_std_vs_max_force_error']:.2f}",
+    )
+    left.legend()
+    for axis in (left.xaxis, left.yaxis, right.xaxis):
+        axis.set_minor_formatter(NullFormatter())  # labels of 10^k only: no overlap
+    sets = {"held-out": points["heldout_std"], "distorted": points["distorted"]}
+    if "md" in points:
+        sets["equilibrium MD"] = points["md"]
+    everything = np.concatenate(list(sets.values()))
+    bins = np.geomspace(everything.min(), everything.max(), 40)
+    for label, values in sets.items():
+        right.hist(values, bins=bins, histtype="step", lw=1.5, label=label)
+    right.axvline(threshold, color="k", ls="--", lw=1)
+    right.set(xscale="log", xlabel="max_force_std (eV/Å)", ylabel="structures")
+    right.set_title("flagged: right of the threshold")
+    right.legend()
+    fig.suptitle(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def committee(
+    member: Annotated[
+        list[Path], typer.Option(help="a member checkpoint folder (repeat, ≥ 2)")
+    ],
+    out: Annotated[Path, typer.Option(help="the committee's checkpoint folder")],
+    heldout: Annotated[
+        list[Path] | None,
+        typer.Option(help="more labelled held-out frames (extxyz or .npz; repeat)"),
+    ] = None,
+    heldout_unit: Annotated[
+        str, typer.Option(help="energy unit of the --heldout files")
+    ] = "kcal/mol",
+    md: Annotated[
+        Path | None, typer.Option(help="equilibrium MD frames for false flags")
+    ] = None,
+    md_every: Annotated[int, typer.Option(help="use every n-th --md frame")] = 10,
+    report: Annotated[
+        Path, typer.Option(help="folder for committee-NAME.json and .png")
+    ] = Path("docs/results"),
+    seed: Annotated[int, typer.Option(help="seed of the bond stretches")] = 0,
+) -> None:
+    """Put seed members into one committee checkpoint and calibrate its spread."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if len(member) < 2:
+        raise typer.BadParameter("a committee needs at least 2 --member folders")
+    frames, seen, test = training_frames(member[0])
+    for other in member[1:]:
+        if any(
+            not np.array_equal(a, b)
+            for a, b in zip(training_frames(other)[1:], (seen, test), strict=True)
+        ):
+            raise typer.BadParameter(f"{other}: trained on another split")
+    labelled = [subset(frames, test)]
+    for path in heldout or []:
+        extra = load_frames(path, heldout_unit)
+        keep = unseen(extra, subset(frames, seen))
+        logger.info(
+            "%s: %d of %d frames unseen in training", path, len(keep), len(extra)
+        )
+        labelled.append(subset(extra, keep))
+    md_frames = None
+    if md is not None:
+        every = load_frames(md)
+        md_frames = subset(every, np.arange(0, len(every.positions), md_every))
+    command = shlex.join(["hegnn", *sys.argv[1:]])
+    first_card = read_card(member[0])
+    documentation = {  # the members' data protocol: `hegnn eval` scores the mean
+        **{
+            key: value
+            for key, value in first_card.model_extra.items()
+            if key not in ("description", "metrics", "training")
+        },
+        "description": f"committee of {len(member)} seeds of {first_card.name}",
+        "training": {
+            "command": command,
+            "config": first_card.model_extra["training"]["config"],
+        },
+    }
+    save_committee(member, out, documentation)
+    model, card = load(out)
+    result = calibrate(model, card.model, labelled, md_frames, seed)
+    points = result.pop("points")
+    result["command"] = command
+    raw = json.loads((out / CARD_FILE).read_text())
+    raw["committee"]["uncertainty"] = result
+    (out / CARD_FILE).write_text(json.dumps(raw, indent=2) + "\n")
+    scored = evaluate_checkpoint(out, split="test")  # the committee mean's errors
+    add_card_metrics(out, "test", scored)
+    add_card_metrics(out, "eval_test", scored)
+    report.mkdir(parents=True, exist_ok=True)
+    stem = report / f"committee-{out.name}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    plot({**result, "points": points}, out.name, stem.with_suffix(".png"))
+    typer.echo(json.dumps(result, indent=2))
