@@ -16,6 +16,20 @@ from typer.testing import CliRunner
 from hegnn_cli import COMMANDS, app
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def python(*args: str, timeout: float = 120, **options) -> subprocess.CompletedProcess:
+    """This interpreter with ``args`` in the repository root; output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        **options,
+    )
+
+
 # Top-level modules that are not part of serving.
 NOT_SERVING = {"training", "benchmarks", "matplotlib"}
 # The project's own packages, as their repository folders are named (hegnn_serve.X
@@ -42,13 +56,7 @@ def serve_imports(checkpoints: Path) -> set[str]:
     """Top-level modules loaded by `hegnn serve --checkpoints CHECKPOINTS` in a fresh
     interpreter, up to where uvicorn would start serving."""
     checkpoints.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [sys.executable, "-c", SERVE, str(checkpoints)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    done = python("-c", SERVE, str(checkpoints), timeout=300)
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stdout.splitlines()[-1]))
 
@@ -69,14 +77,7 @@ def test_help_lists_every_subcommand_without_importing_them() -> None:
         "    pass\n"
         f"print(json.dumps(sorted({{{PACKAGE_OF} for m in sys.modules}})))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "120"},
-    )
+    done = python("-c", code, env={**os.environ, "COLUMNS": "120"})
     assert done.returncode == 0, done.stderr
     *help_lines, modules = done.stdout.splitlines()
     text = "\n".join(help_lines)
@@ -122,13 +123,7 @@ def test_summaries_are_the_commands_own_help() -> None:
 
 @pytest.mark.parametrize("module", ["hegnn_cli", "hegnn_serve.training"])
 def test_python_dash_m_is_the_hegnn_command(module: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", module, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    done = python("-m", module, "--help")
     assert done.returncode == 0, done.stderr
     assert "Usage: hegnn " in done.stdout
     assert all(name in done.stdout for name in COMMANDS)
@@ -150,12 +145,6 @@ runpy.run_module("hegnn_cli", run_name="__main__")
 def test_python_dash_m_runs_from_a_checkout_that_is_not_installed() -> None:
     """`python -m hegnn_cli` with the repository on sys.path but no install maps the
     folders to hegnn_serve.* itself (`hegnn data nbody` imports its training)."""
-    done = subprocess.run(
-        [sys.executable, "-c", UNINSTALLED],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    done = python("-c", UNINSTALLED)
     assert done.returncode == 0, done.stderr
     assert "Usage: hegnn data nbody" in done.stdout
