@@ -111,51 +111,34 @@ def model(
     _run("model", config, out, device, threads)
 
 
-@bench_app.command()
-def service(
-    out: Out = DEFAULT_OUT,
-    quick: Quick = False,
-    device: Device = "cpu",
-    threads: Threads = 1,
-) -> None:
-    """A real server, 1-64 clients: batching on vs off vs the Predictor in-process.
-
-    Requests/s, structures/s, µs/atom, p50/p95/p99 latency (aspirin).
-    """
-    _run("service", _config("service", quick), out, device, threads)
+# The benchmarks whose only options are the common ones, with their help text.
+SIMPLE_BENCHMARKS = {
+    "service": "A real server, 1-64 clients: batching on vs off vs the Predictor "
+    "in-process.\n\nRequests/s, structures/s, µs/atom, p50/p95/p99 latency (aspirin).",
+    "md": "ASE MD steps/s in-process vs RemoteCalculator; NVE energy drift.",
+    "committee": "A committee's cost against one member (ethanol, batches of 1/8/32).",
+    "soak": "64 force clients × 60 s beside a long /md job, small jobs probed "
+    "(issue 16).",
+}
 
 
-@bench_app.command()
-def md(
-    out: Out = DEFAULT_OUT,
-    quick: Quick = False,
-    device: Device = "cpu",
-    threads: Threads = 1,
-) -> None:
-    """ASE MD steps/s in-process vs RemoteCalculator; NVE energy drift."""
-    _run("md", _config("md", quick), out, device, threads)
+def _add_simple_command(name: str, help_text: str) -> None:
+    """Register `hegnn bench NAME` with the common options only."""
+
+    def command(
+        out: Out = DEFAULT_OUT,
+        quick: Quick = False,
+        device: Device = "cpu",
+        threads: Threads = 1,
+    ) -> None:
+        _run(name, _config(name, quick), out, device, threads)
+
+    command.__doc__ = help_text
+    bench_app.command(name)(command)
 
 
-@bench_app.command()
-def committee(
-    out: Out = DEFAULT_OUT,
-    quick: Quick = False,
-    device: Device = "cpu",
-    threads: Threads = 1,
-) -> None:
-    """A committee's cost against one member (ethanol, batches of 1/8/32)."""
-    _run("committee", _config("committee", quick), out, device, threads)
-
-
-@bench_app.command()
-def soak(
-    out: Out = DEFAULT_OUT,
-    quick: Quick = False,
-    device: Device = "cpu",
-    threads: Threads = 1,
-) -> None:
-    """64 force clients × 60 s beside a long /md job, small jobs probed (issue 16)."""
-    _run("soak", _config("soak", quick), out, device, threads)
+for _name, _help in SIMPLE_BENCHMARKS.items():
+    _add_simple_command(_name, _help)
 
 
 @bench_app.command("all")
