@@ -8,7 +8,7 @@ from hegnn.config import ModelConfig
 from hegnn.nn.aggregation import AGGREGATIONS, NormalizedSum
 from hegnn.nn.layer import Edges, HEGNNLayer
 from hegnn.nn.mlp import MLP
-from hegnn.nn.spherical import SphericalHarmonics, degree_index
+from hegnn.nn.spherical import PerDegree, SphericalHarmonics
 from hegnn.rules import input_rule
 
 
@@ -72,7 +72,7 @@ class HEGNN(nn.Module):
                 n_radial + 2 * H + edge_dim, H, L + 1, config.activation, True
             )
             self.sh = SphericalHarmonics(L)
-            self.register_buffer("degree", degree_index(L), persistent=False)
+            self.per_degree = PerDegree(L)
         self.layers = nn.ModuleList(
             HEGNNLayer(
                 H,
@@ -115,7 +115,7 @@ class HEGNN(nn.Module):
                 w_ij = w_ij * u.unsqueeze(-1)
             # d_ij > 0: graphs have no self loops and coincident atoms are rejected.
             y_ij = self.sh(x_ij / d.unsqueeze(-1))  # [n_edges, (L+1)^2]
-            v = self.aggregate(w_ij[:, self.degree] * y_ij, i, n)  # E3
+            v = self.aggregate(self.per_degree(w_ij) * y_ij, i, n)  # E3
 
         for k, layer in enumerate(self.layers):
             if k > 0 and self.update_positions:  # x moved: recompute geometry

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from hegnn.nn.aggregation import AGGREGATIONS
 from hegnn.nn.mlp import MLP
-from hegnn.nn.spherical import InnerProducts, degree_index
+from hegnn.nn.spherical import InnerProducts, PerDegree
 
 
 class Edges(NamedTuple):
@@ -68,10 +68,11 @@ class HEGNNLayer(nn.Module):
             2 * H + edge_dim + n_z, H, H, activation, final_activation=True
         )
         self.phi_h = MLP(2 * H, H, H, activation)
+        self.phi_v: MLP | None = None
         if lmax is not None:
             self.inner_products = InnerProducts(lmax, inner_product_map)
             self.phi_v = MLP(H, H, lmax + 1, activation)
-            self.register_buffer("degree", degree_index(lmax), persistent=False)
+            self.per_degree = PerDegree(lmax)
         self.phi_x = (
             MLP(H, H, 1, activation, out_gain=coord_gain, out_bias=coord_gain == 1.0)
             if update_positions
@@ -91,7 +92,8 @@ class HEGNNLayer(nn.Module):
         n = h.shape[0]
         edge_inputs = edges.features
         if v is not None:
-            z_ij = self.inner_products(v[i], v[j])  # [n_edges, L+1]   E4
+            v_i, v_j = v[i], v[j]  # gathered once: E4 and E6 share them
+            z_ij = self.inner_products(v_i, v_j)  # [n_edges, L+1]   E4
             edge_inputs = torch.cat([edge_inputs, z_ij], dim=-1)
         no_inputs = edge_inputs[:, :0]
         m_ij = self.phi_m.forward_pairwise(h, i, j, no_inputs, edge_inputs)  # E5
@@ -99,8 +101,8 @@ class HEGNNLayer(nn.Module):
 
         v_new = v
         if v is not None:
-            g_ij = self.phi_v(m_ij)[:, self.degree]  # [n_edges, (L+1)^2]
-            v_new = v + self.aggregate(u * g_ij * (v[i] - v[j]), i, n)  # E6
+            g_ij = self.per_degree(self.phi_v(m_ij))  # [n_edges, (L+1)^2]
+            v_new = v + self.aggregate(u * g_ij * (v_i - v_j), i, n)  # E6
 
         x_new = x
         if self.phi_x is not None:

@@ -16,6 +16,25 @@ def degree_index(lmax: int) -> Tensor:
     )
 
 
+class PerDegree(nn.Module):
+    r"""Copies one scalar per degree onto that degree's 2l+1 components.
+
+    ``g: [n_edges, L+1] -> [n_edges, (L+1)^2]``, as ``g[:, degree_index(L)]`` but as a
+    matmul with a fixed 0/1 matrix, whose backward is a matmul too (the index's
+    backward is a scatter, slower on CPU).
+    """
+
+    def __init__(self, lmax: int) -> None:
+        super().__init__()
+        blocks = torch.nn.functional.one_hot(degree_index(lmax), lmax + 1).T
+        self.register_buffer(
+            "blocks", blocks.to(torch.get_default_dtype()), persistent=False
+        )
+
+    def forward(self, g: Tensor) -> Tensor:
+        return g @ self.blocks.to(g.dtype)
+
+
 class SphericalHarmonics(nn.Module):
     r"""Y^(l)(\hat x) for l = 0..L, each block of unit norm (Y^(0) = 1).
 
