@@ -335,3 +335,11 @@ def _md_table(console: Console, results: dict) -> None:
         f"{_f(nve['drift_mev_per_atom_per_ps'])} meV/atom/ps, max |ΔE| "
         f"{_f(nve['max_abs_deviation_mev_per_atom'])} meV/atom"
     )
+    if results.get("compiled"):
+        compiled = results["compiled"]
+        console.print(
+            "torch.compile speed-up: "
+            + "; ".join(f"{k} {_f(v)}×" for k, v in compiled["speedup"].items())
+            + f"; compiled remote − compiled in-process "
+            f"{_f(compiled['remote_minus_hegnn_calculator_ms'])} ms"
+        )

@@ -64,6 +64,7 @@ from hegnn_serve.service.settings import Settings
 logger = logging.getLogger(__name__)
 
 FALLBACK_NAME = "aspirin-random-hegnn"
+PROFILED = ("remote", "remote_json")  # stage profiles against the eager calculator
 FORCES_LATENCY = (
     'hegnn_request_duration_seconds_sum{method="POST",route="/v1/models/{name}/forces"}'
 )
@@ -79,10 +80,17 @@ class MDBenchConfig:
     rounds: int = 15
     nve_steps: int = 2000
     checkpoint: Path = SHIPPED_CHECKPOINT
+    compiled: bool = True  # also time torch.compile'd models, in-process and served
 
     @classmethod
     def quick(cls, checkpoint: Path = SHIPPED_CHECKPOINT) -> "MDBenchConfig":
-        return cls(segment_steps=3, rounds=1, nve_steps=10, checkpoint=checkpoint)
+        return cls(
+            segment_steps=3,
+            rounds=1,
+            nve_steps=10,
+            checkpoint=checkpoint,
+            compiled=False,
+        )
 
 
 def random_checkpoint(root: Path) -> Path:
@@ -358,13 +366,25 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
             "predictor": PredictorCalculator(Predictor.load(checkpoint, device)),
         }
         variants = [{"device": device, "torch_threads": 1}]
-        with running_servers(root, variants) as (server,):
+        if cfg.compiled:
+            calculators["hegnn_calculator_compiled"] = HEGNNCalculator(
+                checkpoint, device=str(device), compile=True
+            )
+            variants.append({**variants[0], "compile": True})
+        with running_servers(root, variants) as (server, *compiled):
             remotes = {
                 "remote": RemoteCalculator(server.url, checkpoint.name),
                 "remote_json": RemoteCalculator(
                     model=checkpoint.name, client=HEGNNClient(server.url, binary=False)
                 ),
             }
+            if compiled:
+                remotes["remote_compiled"] = RemoteCalculator(
+                    compiled[0].url, checkpoint.name
+                )
+            servers = {name: server for name in remotes} | (
+                {"remote_compiled": compiled[0]} if compiled else {}
+            )
             calculators.update(remotes)
             samples: dict[str, list[float]] = {name: [] for name in calculators}
             compute: dict[str, list[float]] = {name: [] for name in remotes}
@@ -374,12 +394,13 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
             for r in range(cfg.rounds):
                 k = r % len(names)
                 for name in names[k:] + names[:k]:
-                    before = scrape(server.url) if name in remotes else None
+                    url = servers[name].url if name in remotes else None
+                    before = scrape(url) if url else None
                     samples[name] += step_times(
                         calculators[name], start, cfg.segment_steps, cfg.timestep_fs
                     )
-                    if before is not None:
-                        after = scrape(server.url)
+                    if url:
+                        after = scrape(url)
                         calls = delta(before, after, "hegnn_compute_seconds_count")
                         seconds = delta(before, after, "hegnn_compute_seconds_sum")
                         compute[name].append(seconds / calls)
@@ -394,7 +415,7 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
                     name == "remote",
                     server.url,
                 )
-                for name in remotes
+                for name in PROFILED
             }
             for remote in remotes.values():
                 remote.client.close()
@@ -408,7 +429,7 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
                 1000 * median(compute[name]),
                 1000 * median(in_app[name]),
             )
-            for name in remotes
+            for name in PROFILED
         }
         logger.info("ms per MD step: %s", ms)
         nve = nve_drift(calculators["predictor"], start, cfg.nve_steps, cfg.timestep_fs)
@@ -434,6 +455,19 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
             "remote_json_minus_hegnn_calculator": ms["remote_json"]
             - ms["hegnn_calculator"],
         },
+        "compiled": {
+            "speedup": {
+                "hegnn_calculator": ms["hegnn_calculator"]
+                / ms["hegnn_calculator_compiled"],
+                "remote": ms["remote"] / ms["remote_compiled"],
+                "server_compute": server_compute_ms
+                / (1000 * median(compute["remote_compiled"])),
+            },
+            "remote_minus_hegnn_calculator_ms": ms["remote_compiled"]
+            - ms["hegnn_calculator_compiled"],
+        }
+        if cfg.compiled
+        else None,
         "profile": profile,
         "nve": nve,
     }

@@ -14,6 +14,7 @@ from hegnn.checkpoint import (
     save_committee,
 )
 from hegnn.committee import Committee
+from hegnn.compiled import compile_backbones
 from hegnn.config import Architecture, ModelConfig
 from hegnn.device import resolve_device
 from hegnn.dynamics import DynamicsModel
@@ -42,6 +43,7 @@ __all__ = [
     "ModelConfig",
     "PotentialModel",
     "build_model",
+    "compile_backbones",
     "load",
     "make_graph_data",
     "read_card",

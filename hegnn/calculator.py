@@ -12,6 +12,7 @@ from ase.calculators.calculator import (
 
 from hegnn import keys
 from hegnn.checkpoint import load
+from hegnn.compiled import compile_backbones
 from hegnn.device import resolve_device
 from hegnn.inputs import make_graph_data
 from hegnn.rules import input_rule
@@ -28,6 +29,9 @@ class HEGNNCalculator(Calculator):
     ``energy_std`` (eV), ``forces_std`` (per atom, eV/Å) and ``max_force_std``
     (eV/Å) to ``calc.results``, as ``RemoteCalculator`` does; ``threshold`` is
     its card's calibrated ``max_force_std`` flag level (None without one).
+    ``compile=True`` runs the model through ``torch.compile`` (``compile_backbones``):
+    the first calculation compiles (15-40 s on a CPU), later ones are about 2x
+    faster on a CPU.
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
@@ -38,11 +42,14 @@ class HEGNNCalculator(Calculator):
         checkpoint: str | Path,
         device: str | None = None,
         dtype: torch.dtype | None = None,
+        compile: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.device = resolve_device(device)
         self.model, self.card = load(checkpoint, device=self.device, dtype=dtype)
+        if compile:
+            compile_backbones(self.model)
         self.rule = input_rule(self.card.model)
         if self.card.task != keys.TASK_POTENTIAL:
             raise ValueError(

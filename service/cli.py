@@ -27,6 +27,14 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug|info|warning|error [env HEGNN_LOG_LEVEL]")
     ] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the force fields at start, ~2x faster on a CPU "
+            "[env HEGNN_COMPILE, off]",
+        ),
+    ] = None,
 ) -> None:
     """Serve every checkpoint folder over HTTP (OpenAPI docs at /docs).
 
@@ -48,6 +56,7 @@ def serve(
         "checkpoints": checkpoints,
         "device": device,
         "log_level": log_level,
+        "compile": compile,
     }
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})

@@ -12,6 +12,7 @@ import copy
 import ctypes
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 from vesin import NeighborList
 
-from hegnn import ModelCard, keys, load, make_graph_data
+from hegnn import ModelCard, compile_backbones, keys, load, make_graph_data
 from hegnn.rules import input_rule
 from hegnn.structure import StructureInput, centred
 from hegnn_serve.service.errors import InputError, LimitError
@@ -148,11 +149,32 @@ class Predictor:
         directory: Path,
         device: torch.device,
         dtype: torch.dtype | None = None,
+        compile: bool = False,
         **limits: float,
     ) -> "Predictor":
-        """Load a checkpoint folder (CheckpointError if it cannot be trusted)."""
+        """Load a checkpoint folder (CheckpointError if it cannot be trusted).
+        ``compile``: a force field is compiled (``hegnn.compile_backbones``) and
+        warmed up here, so no request waits for the compiler."""
         model, card = load(directory, device=device, dtype=dtype)
-        return cls(directory.name, model, card, device, **limits)
+        predictor = cls(directory.name, model, card, device, **limits)
+        if compile and predictor.task == keys.TASK_POTENTIAL:
+            compile_backbones(predictor.model)
+            start = time.perf_counter()
+            predictor.warm_up()
+            logger.info(
+                "compiled %s in %.0f s", directory.name, time.perf_counter() - start
+            )
+        return predictor
+
+    def warm_up(self) -> None:
+        """One energy + forces call on a made-up molecule of the model's species
+        (3 or more atoms on a helix, neighbours 1.25 Å apart)."""
+        species = self.config.species or (1,)
+        n = max(3, len(species))
+        turn = np.arange(n, dtype=np.float64)
+        positions = np.stack([np.cos(turn), np.sin(turn), 0.8 * turn], axis=-1)
+        numbers = np.resize(np.asarray(species, dtype=np.int64), n)
+        self.forces([self.prepare(StructureInput(positions, numbers=numbers))])
 
     @property
     def task(self) -> str:

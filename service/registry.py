@@ -53,6 +53,7 @@ def load_registry(settings: Settings) -> Registry:
                 folder,
                 device,
                 dtype,
+                compile=settings.compile,
                 min_distance=settings.min_distance,
                 max_edges=settings.max_edges,
             )

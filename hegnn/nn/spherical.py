@@ -44,11 +44,12 @@ class SphericalHarmonics(nn.Module):
 
     def __init__(self, lmax: int) -> None:
         super().__init__()
-        self.irreps = o3.Irreps.spherical_harmonics(lmax)
+        # degrees as plain ints: an o3.Irreps attribute breaks torch.compile's guards
+        self.degrees = list(range(lmax + 1))
 
     def forward(self, unit_vectors: Tensor) -> Tensor:
         return o3.spherical_harmonics(
-            self.irreps, unit_vectors, normalize=False, normalization="norm"
+            self.degrees, unit_vectors, normalize=False, normalization="norm"
         )
 
 

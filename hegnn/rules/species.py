@@ -47,10 +47,15 @@ class SpeciesRule(InputRule):
         """Index of each atom's Z in the species list; InputError for unknown Z."""
         species = torch.as_tensor(self.species, device=numbers.device)
         match = numbers.unsqueeze(-1) == species  # [n_atoms, n_species]
-        known = match.any(dim=-1)
+        self._check_known(numbers, match.any(dim=-1))
+        return match.long().argmax(dim=-1)
+
+    # A data-dependent branch: outside torch.compile's graph (a clean break, no
+    # recompiles and no warning)
+    @torch.compiler.disable
+    def _check_known(self, numbers: Tensor, known: Tensor) -> None:
         if not bool(known.all()):
             raise self._unknown(set(numbers[~known].tolist()))
-        return match.long().argmax(dim=-1)
 
     def _unknown(self, unknown: set[int]) -> InputError:
         return InputError(

@@ -1,0 +1,22 @@
+"""Optional ``torch.compile`` of a loaded model's backbones, for inference."""
+
+from torch import nn
+
+from hegnn.model import HEGNN
+
+
+def compile_backbones(model: nn.Module) -> nn.Module:
+    """Compile every HEGNN backbone of ``model`` (one model or a committee) in place,
+    with dynamic shapes, and return ``model``.
+
+    The first call traces and compiles (on a 2-core CPU 15-40 s for L = 3); later
+    calls of any structure or batch size reuse the code. Weights and state_dict keys
+    are unchanged (``nn.Module.compile``). Inference only: force training needs a
+    double backward, which compiled graphs do not support. Measured on one CPU
+    thread, aspirin energy + forces, HEGNN L = 3: 7.7 -> 3.7 ms for one structure,
+    97 -> 54 ms for 32 (README, "Compiled models").
+    """
+    for module in model.modules():
+        if isinstance(module, HEGNN):
+            module.compile(dynamic=True)
+    return model
