@@ -158,9 +158,18 @@ class Predictor:
         model, card = load(directory, device=device, dtype=dtype)
         predictor = cls(directory.name, model, card, device, **limits)
         if compile and predictor.task == keys.TASK_POTENTIAL:
-            compile_backbones(predictor.model)
             start = time.perf_counter()
-            predictor.warm_up()
+            try:
+                compile_backbones(predictor.model)
+                predictor.warm_up()
+            except Exception as err:  # e.g. no C++ compiler for inductor on a CPU
+                logger.warning(
+                    "%s: torch.compile failed, serving it uncompiled: %s: %s",
+                    directory.name,
+                    type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "",
+                )
+                return cls.load(directory, device, dtype, **limits)
             logger.info(
                 "compiled %s in %.0f s", directory.name, time.perf_counter() - start
             )

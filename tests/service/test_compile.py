@@ -7,6 +7,7 @@ import torch
 
 from hegnn import StructureInput, keys, save
 from hegnn.testing import random_structure
+from hegnn_serve.service import predictor as predictor_module
 from hegnn_serve.service.predictor import Predictor
 from tests.hegnn.conftest import tiny_model
 
@@ -31,3 +32,20 @@ def test_predictor_compiles_and_warms_up_a_force_field(tmp_path, float64) -> Non
     (want,), (got,) = (p.forces([p.prepare(s)]) for p in (eager, compiled))
     assert got.energy == pytest.approx(want.energy, abs=ATOL)
     np.testing.assert_allclose(got.forces, want.forces, atol=ATOL)
+
+
+def test_a_failed_compile_serves_the_model_uncompiled(
+    tmp_path, float64, monkeypatch, caplog
+) -> None:
+    def no_compiler(model):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(predictor_module, "compile_backbones", no_compiler)
+    save(tiny_model("potential", 1), tmp_path / "tiny", {"task": keys.TASK_POTENTIAL})
+    predictor = Predictor.load(tmp_path / "tiny", torch.device("cpu"), compile=True)
+    structure = random_structure(n_atoms=6, seed=5)
+    s = StructureInput(structure.positions, numbers=structure.numbers)
+    (result,) = predictor.forces([predictor.prepare(s)])
+    assert np.isfinite(result.forces).all()
+    assert "torch.compile failed, serving it uncompiled" in caplog.text
+    assert "No working C++ compiler" in caplog.text
