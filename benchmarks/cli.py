@@ -5,6 +5,7 @@ table; ``all`` runs model, service and md in turn. The benchmarks read the shipp
 checkpoint and geometries of the source checkout they run from (``pip install -e .``).
 """
 
+import dataclasses
 import logging
 import sys
 import time
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hegnn import resolve_device
+from hegnn_serve.benchmarks import batched as batched_bench
 from hegnn_serve.benchmarks import committee as committee_bench
 from hegnn_serve.benchmarks import common, plots
 from hegnn_serve.benchmarks import md as md_bench
@@ -36,6 +38,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "md": md_bench,
     "committee": committee_bench,
     "soak": soak_bench,
+    "batched": batched_bench,
 }
 
 Out = Annotated[Path, typer.Option(help="folder for <bench>-<device>.json/.png")]
@@ -83,15 +86,17 @@ def _run(name: str, config: Any, out: Path, device: str, threads: int) -> dict:
 
 
 def _config(name: str, quick: bool, **options: Any) -> Any:
-    """The benchmark's config dataclass: its quick variant, or defaults + options."""
+    """The benchmark's config dataclass: its quick variant or defaults, + options."""
     cls = {
         "model": model_bench.ModelBenchConfig,
         "service": service_bench.ServiceBenchConfig,
         "md": md_bench.MDBenchConfig,
         "committee": committee_bench.CommitteeBenchConfig,
         "soak": soak_bench.SoakConfig,
+        "batched": batched_bench.BatchedBenchConfig,
     }[name]
-    return cls.quick() if quick else cls(**options)
+    given = {k: v for k, v in options.items() if v is not None}
+    return dataclasses.replace(cls.quick(), **given) if quick else cls(**given)
 
 
 @bench_app.command()
@@ -109,6 +114,20 @@ def model(
     """
     config = _config("model", quick, mace_path=mace_path)
     _run("model", config, out, device, threads)
+
+
+@bench_app.command()
+def batched(
+    out: Out = DEFAULT_OUT,
+    quick: Quick = False,
+    threads: Threads = 1,
+    mace_path: MacePath = None,
+) -> None:
+    """Batched E+F: 1/8/32 aspirins, a 100-atom all-pairs cluster (CPU).
+
+    EGNN, HEGNN L=1-3, compiled HEGNN L=3; --mace-path adds MACE, all timed together.
+    """
+    _run("batched", _config("batched", quick, mace_path=mace_path), out, "cpu", threads)
 
 
 # The benchmarks whose only options are the common ones, with their help text.
@@ -176,6 +195,7 @@ def _print(name: str, payload: dict) -> None:
         "md": _md_table,
         "committee": _committee_table,
         "soak": _soak_table,
+        "batched": _batched_table,
     }
     tables[name](console, payload["results"])
     targets = Table(title=f"{name}: targets (DESIGN.md §10)")
@@ -188,6 +208,23 @@ def _print(name: str, payload: dict) -> None:
             t["name"], _f(t["value"]), f"{sign} {t['threshold']} {t['unit']}", met
         )
     console.print(targets)
+
+
+def _batched_table(console: Console, results: dict) -> None:
+    found = results["settings"]
+    models = list(next(iter(found.values()))["models"])
+    table = Table(title="batched energy + forces, ms per call (× EGNN)")
+    for column in ("setting", "atoms", "edges", *models):
+        table.add_column(column, justify="right")
+    for name, s in found.items():
+        cells = [
+            f"{_f(m['ms'])} ({_f(m['ratio_to_egnn'])}×)"
+            if (m := s["models"].get(model))
+            else "-"
+            for model in models
+        ]
+        table.add_row(name, _f(s["atoms"]), _f(s["edges"]), *cells)
+    console.print(table)
 
 
 def _soak_table(console: Console, results: dict) -> None:

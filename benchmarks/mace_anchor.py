@@ -12,7 +12,8 @@ separate interpreter whose path puts a MACE overlay first, e.g.
 (the project's venv supplies torch; hegnn runs on e3nn 0.4.4 too). Prints one JSON
 object: the aspirin setting of benchmarks/model.py with ``egnn``, ``hegnn-l3`` and
 ``mace`` (ScaleShiftMACE, hidden 64x0e + 64x1o, max_ell 3, correlation 3, 2 layers,
-204k parameters as in the anchors note, random weights), timed in interleaved rounds.
+204k parameters as in the anchors note, random weights), timed in interleaved rounds;
+with ``--batched``, benchmarks/batched.py's settings with ``mace`` added.
 """
 
 import argparse
@@ -25,12 +26,15 @@ from typing import Any
 import mace  # noqa: F401  (first: e3nn 0.4.4 needs it under torch >= 2.6)
 import numpy as np
 import torch
+from ase import Atoms
 from e3nn import o3
 from mace import data as mace_data
 from mace import modules, tools
 from mace.tools import torch_geometric
 
 from hegnn_serve.benchmarks import memory
+from hegnn_serve.benchmarks.batched import BatchedBenchConfig
+from hegnn_serve.benchmarks.batched import settings as batched_settings
 from hegnn_serve.benchmarks.common import aspirin, interleaved, median, paired_ratio
 from hegnn_serve.benchmarks.model import (
     R_MAX,
@@ -45,12 +49,12 @@ from hegnn_serve.benchmarks.model import (
 logger = logging.getLogger(__name__)
 
 
-def mace_model(avg_num_neighbors: float) -> torch.nn.Module:
+def mace_model(avg_num_neighbors: float, r_max: float = R_MAX) -> torch.nn.Module:
     """ScaleShiftMACE as in the anchors note (random weights)."""
     torch.manual_seed(0)
     block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
     return modules.ScaleShiftMACE(
-        r_max=R_MAX,
+        r_max=r_max,
         num_bessel=8,
         num_polynomial_cutoff=5,
         max_ell=3,
@@ -98,13 +102,55 @@ def mace_calls(model: torch.nn.Module) -> dict[str, Callable[[], None]]:
     return {"fwd": fwd, "energy_forces": energy_forces, "train_step": train_step}
 
 
+def mace_energy_forces(
+    structures: list[Atoms], r_max: float, n_avg: float
+) -> dict[str, Callable[[], None]]:
+    """benchmarks/batched.py's hook: MACE energy + forces of ``structures`` batched."""
+    model = mace_model(n_avg, r_max).eval().requires_grad_(False)
+    table = tools.AtomicNumberTable(list(SPECIES))
+    graphs = [
+        mace_data.AtomicData.from_config(
+            mace_data.config_from_atoms(a), z_table=table, cutoff=r_max
+        )
+        for a in structures
+    ]
+    batch = torch_geometric.batch.Batch.from_data_list(graphs).to_dict()
+
+    def call() -> None:
+        fresh = {k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()}
+        model(fresh, training=False, compute_force=True)
+
+    return {"mace": call}
+
+
+def batched(config: str) -> None:
+    """benchmarks/batched.py's settings with MACE, as one JSON line on stdout."""
+    cfg = BatchedBenchConfig(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in json.loads(config).items()
+        }
+    )
+    found = batched_settings(cfg, extra=mace_energy_forces)
+    for setting in found.values():
+        setting["versions"] = {"mace": mace.__version__}
+    json.dump(found, sys.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget-s", type=float, default=6.0)
+    parser.add_argument(
+        "--batched", action="store_true", help="benchmarks/batched.py's settings"
+    )
+    parser.add_argument("--config", default="{}", help="BatchedBenchConfig as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     torch.set_num_threads(1)
+    if args.batched:
+        batched(args.config)
+        return
     cfg = ModelBenchConfig()
     graph = aspirin_graph()
     n_avg = graph.edge_index.shape[1] / graph.num_nodes

@@ -196,9 +196,8 @@ def plot_md(payload: dict[str, Any], path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
     names = list(results["ms_per_step"])
     values = [results["ms_per_step"][n] for n in names]
-    bars = left.bar(
-        names, values, color=["tab:blue", "tab:green", "tab:orange", "tab:red"]
-    )
+    bars = left.bar(names, values, color=[f"C{k}" for k in range(len(names))])
+    plt.setp(left.get_xticklabels(), rotation=25, ha="right")
     _label_bars(left, bars, [f"{results['steps_per_s'][n]:.0f} steps/s" for n in names])
     left.axhline(
         results["server_compute_ms_per_call"],
@@ -272,7 +271,29 @@ def plot_soak(payload: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_batched(payload: dict[str, Any], path: Path) -> Path:
+    """ms per energy+forces call of each model, grouped by setting (log scale)."""
+    found = payload["results"]["settings"]
+    names = list(found)
+    models = list(next(iter(found.values()))["models"])
+    fig, ax = plt.subplots(figsize=(13, 5.2))
+    width = 0.8 / len(models)
+    for k, model in enumerate(models):
+        values = [found[n]["models"].get(model, {}).get("ms", np.nan) for n in names]
+        x = np.arange(len(names)) + (k - (len(models) - 1) / 2) * width
+        ax.bar(x, values, width, label=model)
+    ax.set_xticks(
+        np.arange(len(names)),
+        [f"{n}\n{found[n]['atoms']} atoms, {found[n]['edges']} edges" for n in names],
+    )
+    ax.set(yscale="log", ylabel="ms per energy + forces call")
+    ax.legend(fontsize=8, ncol=3)
+    fig.suptitle(_title(payload, "batched energy + forces"), fontsize=9)
+    return _save(fig, path)
+
+
 PLOTS = {
+    "batched": plot_batched,
     "model": plot_model,
     "service": plot_service,
     "md": plot_md,

@@ -104,6 +104,17 @@ def test_bench_committee(tmp_path: Path) -> None:
         assert r["member_ms"] > 0 and r["committee_ms"] > 0 and r["ratio"] > 0
 
 
+def test_bench_batched(tmp_path: Path) -> None:
+    results = run_bench("batched", tmp_path)
+    assert list(results["settings"]) == ["aspirin-x1", "aspirin-x2"]
+    for copies, setting in enumerate(results["settings"].values(), start=1):
+        assert setting["structures"] == copies
+        assert setting["atoms"] == 21 * copies
+        assert set(setting["models"]) == {"egnn", "hegnn-l1"}  # no MACE overlay
+        for model in setting["models"].values():
+            assert model["ms"] > 0 and model["samples_ms"]
+
+
 def test_bench_soak(tmp_path: Path) -> None:
     """A real server on the shipped checkpoints: force clients beside a long /md
     job, small jobs probed; every request counted by status."""
