@@ -33,11 +33,10 @@ from hegnn_serve.benchmarks.common import (
     median,
     paired_ratio,
 )
+from hegnn_serve.benchmarks.model import R_MAX, SPECIES
 
 logger = logging.getLogger(__name__)
 
-SPECIES = (1, 6, 8)
-R_MAX = 5.0  # Å, the shipped force fields' cutoff
 # A 100-atom cluster (radius 6.7 Å at 0.08 atoms/Å^3) with a cutoff above its diameter:
 # every pair is an edge (9900), the dense end of what a force call can meet.
 CLUSTER_ATOMS, CLUSTER_R_MAX = 100, 14.0
