@@ -2,6 +2,7 @@
 checkpoint layout."""
 
 import copy
+import shutil
 
 import numpy as np
 import pytest
@@ -15,8 +16,14 @@ from .conftest import tiny_model
 # ulps of the per-atom terms (|E| ~ 1e3 eV -> 1e-13 eV); 1e-9 is far above that and
 # far below any real difference.
 ATOL = 1e-9
+# inductor compiles C++ on the CPU
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+    reason="no C++ compiler on PATH: torch.compile's CPU backend needs one",
+)
 
 
+@needs_compiler
 @pytest.mark.parametrize("lmax", [2])
 def test_compiled_potential_equals_eager_and_is_equivariant(lmax) -> None:
     eager = tiny_model("potential", lmax)

@@ -1,6 +1,8 @@
 """HEGNN_COMPILE: a force field is compiled and warmed up at load, and answers as
 the eager model does."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,11 @@ from hegnn_serve.service.predictor import Predictor
 from tests.hegnn.conftest import tiny_model
 
 ATOL = 1e-9  # float64 model: compiled and eager differ by rounding only
+# inductor compiles C++ on the CPU
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+    reason="no C++ compiler on PATH: torch.compile's CPU backend needs one",
+)
 
 
 @pytest.fixture
@@ -22,6 +29,7 @@ def float64():
     torch.set_default_dtype(previous)
 
 
+@needs_compiler
 def test_predictor_compiles_and_warms_up_a_force_field(tmp_path, float64) -> None:
     save(tiny_model("potential", 1), tmp_path / "tiny", {"task": keys.TASK_POTENTIAL})
     cpu = torch.device("cpu")
