@@ -1,5 +1,6 @@
 """Optional ``torch.compile`` of a loaded model's backbones, for inference."""
 
+import torch._dynamo
 from torch import nn
 
 from hegnn.model import HEGNN
@@ -16,6 +17,11 @@ def compile_backbones(model: nn.Module) -> nn.Module:
     thread, aspirin energy + forces, HEGNN L = 3: 7.7 -> 3.7 ms for one structure,
     97 -> 54 ms for 32 (README, "Compiled models").
     """
+    # All backbones share HEGNN.forward's code, which dynamo compiles once per
+    # architecture, dtype and periodicity; a server of many models needs more than
+    # the default 8 entries (beyond the limit it would silently run eager).
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, 64)
     for module in model.modules():
         if isinstance(module, HEGNN):
             module.compile(dynamic=True)
