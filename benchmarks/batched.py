@@ -141,15 +141,12 @@ def settings(
         models = {"egnn": potential_model(None, r_max, n_avg, cfg)}
         for lmax in cfg.hegnn_lmax:
             models[f"hegnn-l{lmax}"] = potential_model(lmax, r_max, n_avg, cfg)
-        if cfg.compiled:
-            compiled = potential_model(max(cfg.hegnn_lmax), r_max, n_avg, cfg)
-            models[f"hegnn-l{max(cfg.hegnn_lmax)}-compiled"] = compile_backbones(
-                compiled
-            )
         calls = {k: energy_forces_call(m, batch) for k, m in models.items()}
-        for k in calls:
-            if k.endswith("-compiled"):
-                calls[k]()  # compiles (seconds): not a timing sample
+        if cfg.compiled:
+            lmax = max(cfg.hegnn_lmax)
+            compiled = compile_backbones(potential_model(lmax, r_max, n_avg, cfg))
+            calls[f"hegnn-l{lmax}-compiled"] = energy_forces_call(compiled, batch)
+            calls[f"hegnn-l{lmax}-compiled"]()  # compiles (seconds): not a sample
         if extra is not None:
             calls.update(extra(atoms * copies, r_max, n_avg))
         logger.info("%s: %d atoms, %d edges", name, batch.num_nodes, n_edges)

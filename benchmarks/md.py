@@ -382,9 +382,6 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
                 remotes["remote_compiled"] = RemoteCalculator(
                     compiled[0].url, checkpoint.name
                 )
-            servers = {name: server for name in remotes} | (
-                {"remote_compiled": compiled[0]} if compiled else {}
-            )
             calculators.update(remotes)
             samples: dict[str, list[float]] = {name: [] for name in calculators}
             compute: dict[str, list[float]] = {name: [] for name in remotes}
@@ -394,7 +391,7 @@ def run(cfg: MDBenchConfig, device: torch.device) -> dict[str, Any]:
             for r in range(cfg.rounds):
                 k = r % len(names)
                 for name in names[k:] + names[:k]:
-                    url = servers[name].url if name in remotes else None
+                    url = remotes[name].url if name in remotes else None
                     before = scrape(url) if url else None
                     samples[name] += step_times(
                         calculators[name], start, cfg.segment_steps, cfg.timestep_fs
