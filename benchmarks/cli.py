@@ -26,6 +26,7 @@ from hegnn_serve.benchmarks import md as md_bench
 from hegnn_serve.benchmarks import model as model_bench
 from hegnn_serve.benchmarks import service as service_bench
 from hegnn_serve.benchmarks import soak as soak_bench
+from hegnn_serve.benchmarks import train as train_bench
 
 logger = logging.getLogger(__name__)
 bench_app = typer.Typer(
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "committee": committee_bench,
     "soak": soak_bench,
     "batched": batched_bench,
+    "train": train_bench,
 }
 
 Out = Annotated[Path, typer.Option(help="folder for <bench>-<device>.json/.png")]
@@ -94,6 +96,7 @@ def _config(name: str, quick: bool, **options: Any) -> Any:
         "committee": committee_bench.CommitteeBenchConfig,
         "soak": soak_bench.SoakConfig,
         "batched": batched_bench.BatchedBenchConfig,
+        "train": train_bench.TrainBenchConfig,
     }[name]
     given = {k: v for k, v in options.items() if v is not None}
     return dataclasses.replace(cls.quick(), **given) if quick else cls(**given)
@@ -128,6 +131,41 @@ def batched(
     EGNN, HEGNN L=1-3, compiled HEGNN L=3; --mace-path adds MACE, all timed together.
     """
     _run("batched", _config("batched", quick, mace_path=mace_path), out, "cpu", threads)
+
+
+@bench_app.command()
+def train(
+    out: Out = DEFAULT_OUT,
+    quick: Quick = False,
+    config: Annotated[
+        Path | None, typer.Option(help="a md17-force training config")
+    ] = None,
+    budgets: Annotated[
+        str | None, typer.Option(help="comma-separated CPU-minutes per run")
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="comma-separated: egnn, hegnn-lK, mace")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, help="runs in parallel")] = None,
+    run_root: Annotated[
+        Path | None, typer.Option(help="runs and checkpoints (resumable)")
+    ] = None,
+    mace_path: MacePath = None,
+) -> None:
+    """Equal-budget training: EGNN, HEGNN and MACE on one force-field split.
+
+    Test force/energy MAE per budget, learning curves, E+F time of each trained
+    model; --mace-path adds MACE (trained in its own interpreter).
+    """
+    options = {
+        "config": config,
+        "budgets_min": budgets and tuple(float(b) for b in budgets.split(",")),
+        "models": models and tuple(models.split(",")),
+        "jobs": jobs,
+        "run_root": run_root,
+        "mace_path": mace_path,
+    }
+    _run("train", _config("train", quick, **options), out, "cpu", 1)
 
 
 # The benchmarks whose only options are the common ones, with their help text.
@@ -196,6 +234,7 @@ def _print(name: str, payload: dict) -> None:
         "committee": _committee_table,
         "soak": _soak_table,
         "batched": _batched_table,
+        "train": _train_table,
     }
     tables[name](console, payload["results"])
     targets = Table(title=f"{name}: targets (DESIGN.md §10)")
@@ -224,6 +263,38 @@ def _batched_table(console: Console, results: dict) -> None:
             for model in models
         ]
         table.add_row(name, _f(s["atoms"]), _f(s["edges"]), *cells)
+    console.print(table)
+
+
+def _train_table(console: Console, results: dict) -> None:
+    timing = results["inference"]
+    table = Table(
+        title="equal-budget training: test MAE of the best-validation weights"
+    )
+    for column in (
+        "budget min",
+        "model",
+        "params",
+        "epochs",
+        "F MAE meV/Å",
+        "E MAE meV",
+        "E+F ms",
+    ):
+        table.add_column(column, justify="right")
+    for budget, found in results["budgets"].items():
+        for model, r in found.items():
+            if "failed" in r:
+                table.add_row(budget, model, "-", f"failed: {r['failed']}")
+                continue
+            table.add_row(
+                budget,
+                model,
+                f"{r['params']:,}",
+                f"{r['epochs']} (best {r['best_epoch']})",
+                _f(r["test"]["force_mae_mev_per_a"]),
+                _f(r["test"]["energy_mae_mev"]),
+                _f(timing.get(model, {}).get("ms")),
+            )
     console.print(table)
 
 

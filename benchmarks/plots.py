@@ -292,7 +292,46 @@ def plot_batched(payload: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_train(payload: dict[str, Any], path: Path) -> Path:
+    """Left: test force MAE vs training budget; right: validation curves of the
+    largest budget, each model's inference time in its legend."""
+    budgets = payload["results"]["budgets"]
+    timing = payload["results"]["inference"]
+    models = list(next(iter(budgets.values())))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    for model in models:
+        trained = [b for b in budgets if "test" in budgets[b].get(model, {})]
+        mae = [budgets[b][model]["test"]["force_mae_mev_per_a"] for b in trained]
+        left.plot([float(b) for b in trained], mae, label=model, **_style(model))
+        curve = budgets[list(budgets)[-1]][model].get("curve", [])
+        ms = timing.get(model, {}).get("ms", float("nan"))
+        right.plot(
+            [c["minutes"] for c in curve],
+            [c["val_force_mae"] for c in curve],
+            label=f"{model} (E+F {ms:.1f} ms)",
+            color=_style(model)["color"],
+        )
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training budget (CPU-minutes, one thread)",
+        ylabel="test force MAE (meV/Å)",
+    )
+    right.set(
+        yscale="log",
+        xlabel="minutes",
+        ylabel="validation force MAE (meV/Å), EMA weights",
+    )
+    for ax in (left, right):
+        ax.yaxis.set_major_formatter(PLAIN)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(_title(payload, "equal-budget training"), fontsize=9)
+    return _save(fig, path)
+
+
 PLOTS = {
+    "train": plot_train,
     "batched": plot_batched,
     "model": plot_model,
     "service": plot_service,

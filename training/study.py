@@ -86,6 +86,15 @@ class Run:
             out.append(f"optim.max_epochs={max_epochs}")
         return out
 
+    def command(
+        self, config: Path, max_minutes: float | None, max_epochs: int | None
+    ) -> list[str]:
+        """The ``hegnn train`` process of this run."""
+        args = [sys.executable, "-m", "hegnn_cli", "train", "--config", str(config)]
+        for item in self.overrides(max_minutes, max_epochs):
+            args += ["--set", item]
+        return args
+
 
 def plan(
     config: Path, study: str, models: list[str], seeds: list[int], run_root: Path
@@ -94,13 +103,6 @@ def plan(
         model_lmax(m)
     load_config(config)  # fail early on a bad config
     return [Run(study, m, s, run_root / study) for m in models for s in seeds]
-
-
-def _command(config: Path, run: Run, overrides: list[str]) -> list[str]:
-    args = [sys.executable, "-m", "hegnn_cli", "train", "--config", str(config)]
-    for item in overrides:
-        args += ["--set", item]
-    return args
 
 
 def _epochs_done(run: Run) -> int:
@@ -158,7 +160,7 @@ def execute(
                 run = pending.pop(0)
                 run.run_dir.mkdir(parents=True, exist_ok=True)
                 log = open(run.run_dir / "study.log", "a")  # noqa: SIM115
-                args = _command(config, run, run.overrides(max_minutes, max_epochs))
+                args = run.command(config, max_minutes, max_epochs)
                 log.write(" ".join(args) + "\n")
                 log.flush()
                 proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)

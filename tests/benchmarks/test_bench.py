@@ -26,9 +26,10 @@ ENVELOPE = {
 MACHINE = {"cpu", "cores", "torch", "device", "load_average_start", "load_average_end"}
 
 
-def run_bench(name: str, out: Path) -> dict:
-    """``hegnn bench NAME --quick --out OUT``; the JSON it wrote."""
-    result = CliRunner().invoke(app, ["bench", name, "--quick", "--out", str(out)])
+def run_bench(name: str, out: Path, *options: str) -> dict:
+    """``hegnn bench NAME --quick --out OUT [OPTIONS]``; the JSON it wrote."""
+    args = ["bench", name, "--quick", "--out", str(out), *options]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert (out / f"{name}-cpu.png").stat().st_size > 10_000
     payload = json.loads((out / f"{name}-cpu.json").read_text())
@@ -113,6 +114,24 @@ def test_bench_batched(tmp_path: Path) -> None:
         assert set(setting["models"]) == {"egnn", "hegnn-l1"}  # no MACE overlay
         for model in setting["models"].values():
             assert model["ms"] > 0 and model["samples_ms"]
+
+
+def test_bench_train(tmp_path: Path) -> None:
+    """Real `hegnn train` runs at a seconds-long budget, then their E+F timed; a
+    second call resumes (keeps the finished runs) instead of training again."""
+    runs = tmp_path / "runs"
+    results = run_bench("train", tmp_path, "--run-root", str(runs))
+    found = results["budgets"]["0.02"]
+    assert set(found) == {"egnn", "hegnn-l1"}  # no MACE overlay
+    for r in found.values():
+        assert r["epochs"] >= 1 and r["params"] > 0 and r["curve"]
+        assert r["test"]["force_mae_mev_per_a"] > 0
+        assert Path(r["folder"], "card.json").is_file()
+    assert set(results["inference"]) == {"egnn", "hegnn-l1"}
+    cards = sorted(runs.rglob("card.json"))
+    stamps = [c.stat().st_mtime_ns for c in cards]
+    run_bench("train", tmp_path, "--run-root", str(runs))
+    assert [c.stat().st_mtime_ns for c in cards] == stamps
 
 
 def test_bench_soak(tmp_path: Path) -> None:
