@@ -11,7 +11,6 @@ answers: at a fixed training budget and a fixed MD cost, which model is most
 accurate. Runs are resumable: a finished run (its checkpoint or result) is kept.
 """
 
-import copy
 import json
 import logging
 import os
@@ -25,8 +24,8 @@ from typing import Any
 import torch
 from torch_geometric.data import Batch
 
-from hegnn import keys
 from hegnn.checkpoint import load
+from hegnn_serve.benchmarks.batched import energy_forces_call
 from hegnn_serve.benchmarks.common import (
     ROOT,
     Run,
@@ -166,15 +165,7 @@ def checkpoint_call(folder: Path, graph) -> Callable[[], None]:
     """Energy + forces of ``graph`` by a trained checkpoint (fresh positions)."""
     model, _ = load(folder)
     model.eval().requires_grad_(False)  # as served: no parameter gradients
-    batch = Batch.from_data_list([graph])
-    positions = batch[keys.POSITIONS]
-
-    def call() -> None:
-        data = copy.copy(batch)
-        data[keys.POSITIONS] = positions.detach().clone()
-        model(data)
-
-    return call
+    return energy_forces_call(model, Batch.from_data_list([graph]))
 
 
 def timings(
