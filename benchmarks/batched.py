@@ -10,9 +10,6 @@ ratio is taken within one run. Random weights, float32, frozen parameters (as se
 import copy
 import json
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +22,13 @@ from torch_geometric.data import Batch
 from hegnn import ModelConfig, build_model, compile_backbones, keys, make_graph_data
 from hegnn.testing import random_structure
 from hegnn_serve.benchmarks.common import (
-    ROOT,
     Run,
     Target,
     aspirin,
     interleaved,
     median,
     paired_ratio,
+    run_in_mace,
 )
 from hegnn_serve.benchmarks.model import R_MAX, SPECIES
 
@@ -195,20 +192,13 @@ def targets(found: dict[str, Any]) -> list[Target]:
 
 def in_mace_interpreter(cfg: BatchedBenchConfig) -> dict[str, Any]:
     """The settings measured by mace_anchor.py --batched with the overlay first."""
-    path = os.pathsep.join([str(cfg.mace_path), str(ROOT)])
-    command = [sys.executable, "-m", "hegnn_serve.benchmarks.mace_anchor", "--batched"]
-    command += ["--config", json.dumps({**cfg.__dict__, "mace_path": None})]
-    done = subprocess.run(
-        command,
-        env={**os.environ, "PYTHONPATH": path},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    config = json.dumps({**cfg.__dict__, "mace_path": None})
+    return run_in_mace(
+        cfg.mace_path,
+        "hegnn_serve.benchmarks.mace_anchor",
+        ["--batched", "--config", config],
         timeout=3000,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"MACE interpreter failed: {done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run(cfg: BatchedBenchConfig, device: torch.device) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -234,3 +235,24 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so that wall-clock timings are honest."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def mace_pythonpath(mace_path: Path) -> str:
+    """PYTHONPATH of a MACE interpreter: the overlay first, then this checkout."""
+    return os.pathsep.join([str(mace_path), str(ROOT)])
+
+
+def run_in_mace(mace_path: Path, module: str, args: list[str], timeout: float) -> Any:
+    """``python -m MODULE ARGS`` with the MACE overlay first; its last stdout line
+    as JSON (benchmarks/mace_anchor.py explains the separate interpreter)."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env={**os.environ, "PYTHONPATH": mace_pythonpath(mace_path)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"MACE interpreter failed: {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

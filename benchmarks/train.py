@@ -13,8 +13,6 @@ accurate. Runs are resumable: a finished run (its checkpoint or result) is kept.
 
 import json
 import logging
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +29,10 @@ from hegnn_serve.benchmarks.common import (
     Run,
     Target,
     interleaved,
+    mace_pythonpath,
     median,
     paired_ratio,
+    run_in_mace,
 )
 from hegnn_serve.training.plots import read_metrics
 from hegnn_serve.training.study import Run as TrainRun
@@ -92,10 +92,9 @@ class MaceRun(TrainRun):
     def command(
         self, config: Path, max_minutes: float | None, max_epochs: int | None
     ) -> list[str]:
-        path = os.pathsep.join([str(self.mace_path), str(ROOT)])
         return [
             "env",
-            f"PYTHONPATH={path}",
+            f"PYTHONPATH={mace_pythonpath(self.mace_path)}",
             sys.executable,
             "-m",
             "hegnn_serve.benchmarks.mace_train",
@@ -193,33 +192,12 @@ def time_models(cfg: TrainBenchConfig, folders: dict[str, str]) -> dict[str, Any
         graph = prepare(load_config(cfg.config)).splits["test"][0]
         calls = {n: checkpoint_call(Path(f), graph) for n, f in folders.items()}
         return timings(calls, cfg.timing_rounds, cfg.timing_budget_s)
-    command = [
-        sys.executable,
-        "-m",
-        "hegnn_serve.benchmarks.mace_train",
-        "--config",
-        str(cfg.config),
-        "--time",
-        *folders.values(),
-        "--names",
-        *folders,
-        "--rounds",
-        str(cfg.timing_rounds),
-        "--budget-s",
-        str(cfg.timing_budget_s),
-    ]
-    path = os.pathsep.join([str(cfg.mace_path), str(ROOT)])
-    done = subprocess.run(
-        command,
-        env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
+    args = ["--config", str(cfg.config), "--time", *folders.values()]
+    args += ["--names", *folders, "--rounds", str(cfg.timing_rounds)]
+    args += ["--budget-s", str(cfg.timing_budget_s)]
+    return run_in_mace(
+        cfg.mace_path, "hegnn_serve.benchmarks.mace_train", args, timeout=1200
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"MACE interpreter failed: {done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _mae_ratio(results: dict, budget: str, num: str, den: str) -> float:
