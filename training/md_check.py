@@ -1,8 +1,11 @@
 """`hegnn md-check`: NVE stability and energy drift of a potential checkpoint in ASE.
 
-Velocity Verlet through ``hegnn.HEGNNCalculator`` from a real configuration with
-Maxwell-Boltzmann velocities; drift is the slope of a linear fit of the total energy,
-in meV/atom/ps. The result can be written into the card (``metrics.nve``).
+Velocity Verlet through ``hegnn.HEGNNCalculator``, started from an equilibrated state:
+the configuration is relaxed (BFGS), given Maxwell-Boltzmann velocities and thermalised
+by Langevin dynamics at the target temperature, so the NVE run samples that temperature
+instead of settling wherever a random snapshot's excess potential energy puts it.
+Drift is the slope of a linear fit of the total energy, in meV/atom/ps. The result can
+be written into the card (``metrics.nve``).
 """
 
 import json
@@ -20,7 +23,9 @@ from ase.md.velocitydistribution import (
     Stationary,
     ZeroRotation,
 )
+from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
+from ase.optimize import BFGS
 
 from hegnn import HEGNNCalculator
 from hegnn.checkpoint import add_card_metrics
@@ -36,15 +41,37 @@ def run_nve(
     picoseconds: float = 10.0,
     seed: int = 0,
     unit_index: int = 0,
+    relax_fmax: float = 0.05,
+    equilibrate_ps: float = 2.0,
+    friction_per_fs: float = 0.01,
 ) -> dict[str, Any]:
-    """Run NVE MD and return drift, fluctuation and stability figures."""
+    """Relax, thermalise (Langevin, ``equilibrate_ps``), then run NVE MD; return
+    drift, fluctuation and stability figures of the NVE part."""
     atoms = read(structure, index=unit_index)
     atoms.calc = HEGNNCalculator(checkpoint, device="cpu")
-    MaxwellBoltzmannDistribution(
-        atoms, temperature_K=temperature_k, rng=np.random.default_rng(seed)
-    )
+    rng = np.random.default_rng(seed)
+    e_start = atoms.get_potential_energy()
+    relax = BFGS(atoms, logfile=None)
+    relaxed = relax.run(fmax=relax_fmax, steps=500)
+    relax_record = {
+        "fmax_ev_per_a": relax_fmax,
+        "converged": bool(relaxed),
+        "steps": relax.nsteps,
+        "energy_change_ev": float(atoms.get_potential_energy() - e_start),
+    }
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
     Stationary(atoms)
     ZeroRotation(atoms)
+    if equilibrate_ps > 0:
+        Langevin(
+            atoms,
+            timestep=timestep_fs * units.fs,
+            temperature_K=temperature_k,
+            friction=friction_per_fs / units.fs,
+            rng=rng,
+        ).run(int(round(equilibrate_ps * 1000 / timestep_fs)))
+        Stationary(atoms)
+        ZeroRotation(atoms)
     steps = int(round(picoseconds * 1000 / timestep_fs))
     every = max(1, steps // 2000)
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
@@ -68,6 +95,12 @@ def run_nve(
         "structure": str(structure),
         "n_atoms": n,
         "temperature_k": temperature_k,
+        "relaxation": relax_record,
+        "equilibration": {
+            "thermostat": "Langevin",
+            "picoseconds": equilibrate_ps,
+            "friction_per_fs": friction_per_fs,
+        },
         "timestep_fs": timestep_fs,
         "steps": steps,
         "simulated_ps": steps * timestep_fs / 1000,
@@ -87,13 +120,29 @@ def md_check(
     structure: Annotated[Path, typer.Option(help="start structure (any ASE file)")],
     picoseconds: Annotated[float, typer.Option(help="simulated time")] = 10.0,
     timestep_fs: Annotated[float, typer.Option(help="time step")] = 0.5,
-    temperature: Annotated[float, typer.Option(help="initial temperature, K")] = 300.0,
-    seed: Annotated[int, typer.Option(help="velocity seed")] = 0,
+    temperature: Annotated[float, typer.Option(help="target temperature, K")] = 300.0,
+    seed: Annotated[int, typer.Option(help="velocity and thermostat seed")] = 0,
+    relax_fmax: Annotated[
+        float, typer.Option(help="relax (BFGS) to this max force first, eV/Å")
+    ] = 0.05,
+    equilibrate_ps: Annotated[
+        float, typer.Option(help="Langevin thermalisation before NVE (0: none)")
+    ] = 2.0,
     write_card: Annotated[bool, typer.Option(help="store as metrics.nve")] = False,
 ) -> None:
-    """NVE MD through HEGNNCalculator: stability and drift (meV/atom/ps)."""
+    """Relax, thermalise, then NVE MD through HEGNNCalculator: stability and drift
+    (meV/atom/ps)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = run_nve(checkpoint, structure, temperature, timestep_fs, picoseconds, seed)
+    result = run_nve(
+        checkpoint,
+        structure,
+        temperature,
+        timestep_fs,
+        picoseconds,
+        seed,
+        relax_fmax=relax_fmax,
+        equilibrate_ps=equilibrate_ps,
+    )
     text = json.dumps(result, indent=2)
     typer.echo(text)
     if write_card:

@@ -19,8 +19,14 @@ def test_short_nve_run_is_stable_and_conserves_energy(tmp_path) -> None:
         ROOT / "data/md17/rmd17_ethanol_random100.xyz",
         picoseconds=0.01,
         timestep_fs=0.5,
+        equilibrate_ps=0.01,
+        relax_fmax=1e-3,
     )
     assert result["steps"] == 20 and result["n_atoms"] == 9
+    relaxation = result["relaxation"]
+    assert relaxation["converged"] and relaxation["steps"] > 0
+    assert relaxation["energy_change_ev"] < 0  # a real snapshot is not a minimum
+    assert result["equilibration"]["picoseconds"] == 0.01
     assert result["stable"] and np.isfinite(result["drift_mev_per_atom_per_ps"])
     # Velocity Verlet at 0.5 fs on a smooth potential: total energy moves far less
     # than kT per atom (26 meV) over 10 fs.
