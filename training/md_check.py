@@ -18,12 +18,12 @@ import numpy as np
 import typer
 from ase import units
 from ase.io import read
+from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import (
     MaxwellBoltzmannDistribution,
     Stationary,
     ZeroRotation,
 )
-from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
