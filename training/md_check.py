@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from ase import units
+from ase.constraints import FixCom
 from ase.io import read
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import (
@@ -63,13 +64,16 @@ def run_nve(
     Stationary(atoms)
     ZeroRotation(atoms)
     if equilibrate_ps > 0:
+        atoms.set_constraint(FixCom())  # ASE's advice over Langevin(fixcm=True)
         Langevin(
             atoms,
             timestep=timestep_fs * units.fs,
             temperature_K=temperature_k,
             friction=friction_per_fs / units.fs,
+            fixcm=False,
             rng=rng,
         ).run(int(round(equilibrate_ps * 1000 / timestep_fs)))
+        atoms.set_constraint()  # NVE runs unconstrained, as before
         Stationary(atoms)
         ZeroRotation(atoms)
     steps = int(round(picoseconds * 1000 / timestep_fs))
