@@ -39,7 +39,8 @@ COMMANDS: dict[str, LazyCommand] = {
     ),
     "md-check": LazyCommand(
         "hegnn_serve.training.md_check:md_check",
-        "NVE MD through HEGNNCalculator: stability and drift (meV/atom/ps).",
+        "Relax, thermalise, then NVE MD through HEGNNCalculator: stability and drift "
+        "(meV/atom/ps).",
     ),
     "expressivity": LazyCommand(
         "hegnn_serve.training.expressivity.cli:expressivity",
