@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
-from ase.md import velocitydistribution
 from ase.md.verlet import VelocityVerlet
 from pydantic import TypeAdapter
 
@@ -60,6 +59,7 @@ from hegnn_serve.service.predictor import Predictor, StructureInput
 from hegnn_serve.service.routes.predict import check_sizes, forces_response
 from hegnn_serve.service.schemas import ForcesBody
 from hegnn_serve.service.settings import Settings
+from hegnn_serve.training.thermal import thermalize
 
 logger = logging.getLogger(__name__)
 
@@ -106,14 +106,7 @@ def random_checkpoint(root: Path) -> Path:
 def start_state(temperature_K: float) -> Atoms:
     """Aspirin with seeded Maxwell-Boltzmann velocities, no net momentum."""
     atoms = aspirin()
-    # ASE >= 3.29 renamed MaxwellBoltzmannDistribution to thermalize_momenta.
-    thermalize = getattr(
-        velocitydistribution,
-        "thermalize_momenta",
-        velocitydistribution.MaxwellBoltzmannDistribution,
-    )
-    thermalize(atoms, temperature_K=temperature_K, rng=np.random.default_rng(0))
-    velocitydistribution.Stationary(atoms)
+    thermalize(atoms, temperature_K, np.random.default_rng(0), zero_rotation=False)
     return atoms
 
 

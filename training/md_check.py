@@ -20,16 +20,13 @@ from ase import units
 from ase.constraints import FixCom
 from ase.io import read
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import (
-    MaxwellBoltzmannDistribution,
-    Stationary,
-    ZeroRotation,
-)
+from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
 from hegnn import HEGNNCalculator
 from hegnn.checkpoint import add_card_metrics
+from hegnn_serve.training.thermal import thermalize
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +57,7 @@ def run_nve(
         "steps": relax.nsteps,
         "energy_change_ev": float(atoms.get_potential_energy() - e_start),
     }
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
-    Stationary(atoms)
-    ZeroRotation(atoms)
+    thermalize(atoms, temperature_k, rng)
     if equilibrate_ps > 0:
         atoms.set_constraint(FixCom())  # ASE's advice over Langevin(fixcm=True)
         Langevin(

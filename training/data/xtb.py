@@ -135,15 +135,9 @@ def _initial_state(
     geometry (if ``run.relax``), Maxwell-Boltzmann velocities, zero linear and angular
     momentum.
     """
-    from ase.md.velocitydistribution import Stationary, ZeroRotation
     from ase.optimize import BFGS
 
-    try:
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # ase < 3.29; the same draws
-        from ase.md.velocitydistribution import (
-            MaxwellBoltzmannDistribution as thermalize_momenta,
-        )
+    from hegnn_serve.training.thermal import thermalize
 
     if chunks:
         atoms.positions = chunks[-1]["R"][-1]
@@ -157,9 +151,7 @@ def _initial_state(
         if not relax.run(fmax=RELAX_FMAX, steps=1000):
             raise RuntimeError(f"{run.molecule}: relaxation did not converge")
         logger.info("relaxed %s in %d steps", run.molecule, relax.nsteps)
-    thermalize_momenta(atoms, temperature_K=run.temperature_K, rng=rng)
-    Stationary(atoms)
-    ZeroRotation(atoms)
+    thermalize(atoms, run.temperature_K, rng)
     return 0
 
 
