@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 import typer
 from ase import units
 from ase.constraints import FixCom
@@ -111,6 +112,7 @@ def run_nve(
         "stable": bool(np.isfinite(e).all() and min(min_dist) > 0.5),
         "wall_time_s": round(wall, 1),
         "ms_per_step": round(1000 * wall / steps, 2),
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -127,11 +129,15 @@ def md_check(
     equilibrate_ps: Annotated[
         float, typer.Option(help="Langevin thermalisation before NVE (0: none)")
     ] = 2.0,
+    threads: Annotated[
+        int, typer.Option(min=1, help="torch threads (molecules: 1 is fastest)")
+    ] = 1,
     write_card: Annotated[bool, typer.Option(help="store as metrics.nve")] = False,
 ) -> None:
     """Relax, thermalise, then NVE MD through HEGNNCalculator: stability and drift
     (meV/atom/ps)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(threads)  # more threads only slow a molecule down
     result = run_nve(
         checkpoint,
         structure,
