@@ -8,7 +8,7 @@ from ase.md import velocitydistribution
 _thermalize_momenta = getattr(
     velocitydistribution,
     "thermalize_momenta",
-    getattr(velocitydistribution, "MaxwellBoltzmannDistribution", None),
+    velocitydistribution.MaxwellBoltzmannDistribution,
 )
 
 
