@@ -336,10 +336,20 @@ def _soak_table(console: Console, results: dict) -> None:
 
 def _committee_table(console: Console, results: dict) -> None:
     table = Table(title="committee cost (ms per energy + forces call)")
-    for column in ("structures", "one member", "committee", "ratio (paired)"):
+    columns = ("committee", "structures", "edges", "one member", "stacked", "in turn")
+    for column in (*columns, "served: ratio (paired)"):
         table.add_column(column)
-    for n, r in results["batches"].items():
-        table.add_row(n, _f(r["member_ms"]), _f(r["committee_ms"]), _f(r["ratio"]))
+    for name, found in results["committees"].items():
+        for n, r in found["batches"].items():
+            table.add_row(
+                name,
+                n,
+                str(r["edges"]),
+                _f(r["member_ms"]),
+                f"{_f(r['stacked_ms'])} ({_f(r['stacked_ratio'])}×)",
+                f"{_f(r['looped_ms'])} ({_f(r['looped_ratio'])}×)",
+                f"{r['served_path']}: {_f(r['ratio'])}×",
+            )
     console.print(table)
 
 

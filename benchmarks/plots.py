@@ -223,24 +223,28 @@ def plot_md(payload: dict[str, Any], path: Path) -> Path:
 
 def plot_committee(payload: dict[str, Any], path: Path) -> Path:
     """ms per energy+forces call of one member and of the committee, by batch."""
-    batches = payload["results"]["batches"]
-    sizes = list(batches)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    x = np.arange(len(sizes))
-    for offset, key, label in (
-        (-0.2, "member_ms", "one member"),
-        (0.2, "committee_ms", "committee"),
-    ):
-        bars = ax.bar(x + offset, [batches[s][key] for s in sizes], 0.4, label=label)
-        if key == "committee_ms":
-            _label_bars(ax, bars, [f"{batches[s]['ratio']:.2f}×" for s in sizes])
-    ax.set_xticks(x, [f"{s} structures" for s in sizes])
-    ax.set(ylabel="ms per call (energy + forces)")
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(
-        _title(payload, f"committee ({payload['config']['checkpoint']})"), fontsize=9
-    )
+    committees = payload["results"]["committees"]
+    fig, axes = plt.subplots(1, len(committees), figsize=(6 * len(committees), 4.5))
+    for ax, (name, found) in zip(np.atleast_1d(axes), committees.items(), strict=True):
+        batches = found["batches"]
+        sizes = list(batches)
+        x = np.arange(len(sizes))
+        for offset, key, label in (
+            (-0.27, "member", "one member"),
+            (0.0, "stacked", "stacked members"),
+            (0.27, "looped", "members in turn"),
+        ):
+            values = [batches[s][f"{key}_ms"] for s in sizes]
+            bars = ax.bar(x + offset, values, 0.27, label=label)
+            if key != "member":
+                ratios = [f"{batches[s][f'{key}_ratio']:.2f}×" for s in sizes]
+                _label_bars(ax, bars, ratios)
+        ax.set_xticks(x, [f"{s} structures" for s in sizes])
+        ax.set(ylabel="ms per call (energy + forces)", yscale="log")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(_title(payload, "committee of 3 vs one member"), fontsize=9)
     return _save(fig, path)
 
 

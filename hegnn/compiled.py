@@ -15,7 +15,8 @@ def compile_backbones(model: nn.Module) -> nn.Module:
     are unchanged (``nn.Module.compile``). Inference only: force training needs a
     double backward, which compiled graphs do not support. Measured on one CPU
     thread, aspirin energy + forces, HEGNN L = 3: 7.7 -> 3.7 ms for one structure,
-    97 -> 54 ms for 32 (README, "Compiled models").
+    97 -> 54 ms for 32 (README, "Compiled models"). A committee compiles its
+    stacked copy of the members (hegnn/stacked.py) when it first builds it.
     """
     # All backbones share HEGNN.forward's code, which dynamo compiles once per
     # architecture, dtype and periodicity; a server of many models needs more than

@@ -20,9 +20,12 @@ def optional(data, key: str) -> Tensor | None:
 def edge_vectors(
     x: Tensor, edge_index: Tensor, shifts: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    """x_ij = x_i - x_j (+ periodic shift) ``[n_edges, 3]`` and d_ij ``[n_edges]``."""
+    """x_ij = x_i - x_j (+ periodic shift) ``[n_edges, 3]`` and d_ij ``[n_edges]``.
+
+    ``x: [n, 3]``; a leading dimension (a committee's members) passes through.
+    """
     j, i = edge_index
-    x_ij = x[i] - x[j]
+    x_ij = x[..., i, :] - x[..., j, :]
     if shifts is not None:
         x_ij = x_ij + shifts.to(x.dtype)
     return x_ij, x_ij.norm(dim=-1)
@@ -101,7 +104,7 @@ class HEGNN(nn.Module):
         shifts = optional(data, keys.EDGE_SHIFTS)
         vel = optional(data, keys.VELOCITIES)
         j, i = edge_index
-        n = x.shape[0]
+        n = x.shape[-2]
 
         x_ij, d = edge_vectors(x, edge_index, shifts)  # [n_edges, 3], [n_edges]
         s, e_ij = self.rule.attributes(data, x_ij)

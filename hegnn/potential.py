@@ -83,9 +83,10 @@ class PotentialModel(nn.Module):
         h, _, _ = self.backbone(data)
         index = self.rule.species_index(data[keys.NUMBERS])
         e_i = self.energy_mlp(h).squeeze(-1).to(torch.float64)
-        e_i = self.energy_scale * e_i + self.energy_shift + self.atomic_energies[index]
-        batch, n_graphs = graph_index(data, len(positions), positions.device)
-        energy = scatter(e_i, batch, dim=0, dim_size=n_graphs, reduce="sum")
+        e_0 = self.atomic_energies[..., index]
+        e_i = self.energy_scale * e_i + self.energy_shift + e_0
+        batch, n_graphs = graph_index(data, positions.shape[-2], positions.device)
+        energy = scatter(e_i, batch, dim=-1, dim_size=n_graphs, reduce="sum")
         out = {keys.ENERGY: energy}
         if compute_forces:
             (grad,) = torch.autograd.grad(

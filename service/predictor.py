@@ -26,7 +26,14 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 from vesin import NeighborList
 
-from hegnn import ModelCard, compile_backbones, keys, load, make_graph_data
+from hegnn import (
+    Committee,
+    ModelCard,
+    compile_backbones,
+    keys,
+    load,
+    make_graph_data,
+)
 from hegnn.rules import input_rule
 from hegnn.structure import StructureInput, centred
 from hegnn_serve.service.errors import InputError, LimitError
@@ -177,13 +184,21 @@ class Predictor:
 
     def warm_up(self) -> None:
         """One energy + forces call on a made-up molecule of the model's species
-        (3 or more atoms on a helix, neighbours 1.25 Å apart)."""
+        (3 or more atoms on a helix, neighbours 1.25 Å apart); a committee's
+        stacked and looped paths both."""
         species = self.config.species or (1,)
         n = max(3, len(species))
         turn = np.arange(n, dtype=np.float64)
         positions = np.stack([np.cos(turn), np.sin(turn), 0.8 * turn], axis=-1)
         numbers = np.resize(np.asarray(species, dtype=np.int64), n)
-        self.forces([self.prepare(StructureInput(positions, numbers=numbers))])
+        molecule = self.prepare(StructureInput(positions, numbers=numbers))
+        self.forces([molecule])
+        if isinstance(self.model, Committee):  # large batches run members in turn
+            limit, self.model.stack_max_edges = self.model.stack_max_edges, 0
+            try:
+                self.forces([molecule])
+            finally:
+                self.model.stack_max_edges = limit
 
     @property
     def task(self) -> str:

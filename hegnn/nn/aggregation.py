@@ -1,6 +1,7 @@
 """Neighbour aggregation agg_j over incoming edges, chosen by the head.
 
-``forward(src [n_edges, ...], index i [n_edges], n_nodes) -> [n_nodes, ...]``.
+``forward(src [..., n_edges, C], index i [n_edges], n_nodes) -> [..., n_nodes, C]``
+(edges on dim -2: a leading dimension, a committee's members, passes through).
 """
 
 import torch
@@ -12,7 +13,7 @@ class MeanAggregation(nn.Module):
     """agg_j = mean over the neighbours j of i (EGNN and the paper's tasks)."""
 
     def forward(self, src: Tensor, index: Tensor, n_nodes: int) -> Tensor:
-        return scatter(src, index, dim=0, dim_size=n_nodes, reduce="mean")
+        return scatter(src, index, dim=-2, dim_size=n_nodes, reduce="mean")
 
 
 class NormalizedSum(nn.Module):
@@ -28,7 +29,7 @@ class NormalizedSum(nn.Module):
         self.register_buffer("avg_num_neighbors", torch.tensor(1.0))
 
     def forward(self, src: Tensor, index: Tensor, n_nodes: int) -> Tensor:
-        out = scatter(src, index, dim=0, dim_size=n_nodes, reduce="sum")
+        out = scatter(src, index, dim=-2, dim_size=n_nodes, reduce="sum")
         return out / self.avg_num_neighbors.to(src.dtype)
 
 

@@ -89,13 +89,13 @@ class HEGNNLayer(nn.Module):
         vel: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         j, i = edges.index
-        n = h.shape[0]
+        n = h.shape[-2]
         edge_inputs = edges.features
         if v is not None:
-            v_i, v_j = v[i], v[j]  # gathered once: E4 and E6 share them
+            v_i, v_j = v[..., i, :], v[..., j, :]  # gathered once: E4 and E6 share them
             z_ij = self.inner_products(v_i, v_j)  # [n_edges, L+1]   E4
             edge_inputs = torch.cat([edge_inputs, z_ij], dim=-1)
-        no_inputs = edge_inputs[:, :0]
+        no_inputs = edge_inputs[..., :0]
         m_ij = self.phi_m.forward_pairwise(h, i, j, no_inputs, edge_inputs)  # E5
         u = 1.0 if edges.weight is None else edges.weight.unsqueeze(-1)
 

@@ -46,15 +46,17 @@ class MLP(nn.Module):
         The first layer is linear, so W [b, h_i, h_j, a] = W_b b + (W_i h)[i] +
         (W_j h)[j] + W_a a: the node parts are projected once per node, not per edge.
         Shapes: ``h: [n, H]``, ``i, j: [n_edges]``, ``before: [n_edges, d_b]``,
-        ``after: [n_edges, d_a]`` -> ``[n_edges, out_dim]``.
+        ``after: [n_edges, d_a]`` -> ``[n_edges, out_dim]``; with stacked members
+        (hegnn/stacked.py) each may carry a leading ``[M]``.
         """
         first = self.net[0]
-        w = first.weight  # [hidden, d_b + 2H + d_a]
+        w = first.weight  # [hidden, d_b + 2H + d_a] (or [M, hidden, ...]: stacked)
         n_b, n_h = before.shape[-1], h.shape[-1]
-        w_b, w_i, w_j, w_a = w.split([n_b, n_h, n_h, w.shape[1] - n_b - 2 * n_h], 1)
-        pre = (h @ w_i.T)[i] + (h @ w_j.T)[j] + first.bias
+        n_a = w.shape[-1] - n_b - 2 * n_h
+        w_b, w_i, w_j, w_a = w.split([n_b, n_h, n_h, n_a], -1)
+        pre = (h @ w_i.mT)[..., i, :] + (h @ w_j.mT)[..., j, :] + first.bias
         if n_b:
-            pre = pre + before @ w_b.T
-        if after.shape[-1]:
-            pre = pre + after @ w_a.T
+            pre = pre + before @ w_b.mT
+        if n_a:
+            pre = pre + after @ w_a.mT
         return self.net[1:](pre)

@@ -74,7 +74,7 @@ class SpeciesRule(InputRule):
     def attributes(self, data, x_ij: Tensor) -> tuple[Tensor, Tensor]:
         index = self.species_index(data[keys.NUMBERS])
         node = torch.nn.functional.one_hot(index, self.node_dim).to(x_ij.dtype)
-        return node, x_ij.new_zeros((x_ij.shape[0], 0))
+        return node, x_ij.new_zeros((*x_ij.shape[:-1], 0))
 
     def describe(self) -> str:
         return (
