@@ -151,6 +151,10 @@ def train(
         Path | None, typer.Option(help="runs and checkpoints (resumable)")
     ] = None,
     mace_path: MacePath = None,
+    keep_earlier: Annotated[
+        bool,
+        typer.Option(help="keep the other budgets of OUT/train-cpu.json (same config)"),
+    ] = True,
 ) -> None:
     """Equal-budget training: EGNN, HEGNN and MACE on one force-field split.
 
@@ -164,6 +168,7 @@ def train(
         "jobs": jobs,
         "run_root": run_root,
         "mace_path": mace_path,
+        "keep_from": out / "train-cpu.json" if keep_earlier else None,
     }
     _run("train", _config("train", quick, **options), out, "cpu", 1)
 

@@ -301,13 +301,13 @@ def plot_train(payload: dict[str, Any], path: Path) -> Path:
     largest budget, each model's inference time in its legend."""
     budgets = payload["results"]["budgets"]
     timing = payload["results"]["inference"]
-    models = list(next(iter(budgets.values())))
+    models = list(dict.fromkeys(m for found in budgets.values() for m in found))
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
     for model in models:
         trained = [b for b in budgets if "test" in budgets[b].get(model, {})]
         mae = [budgets[b][model]["test"]["force_mae_mev_per_a"] for b in trained]
         left.plot([float(b) for b in trained], mae, label=model, **_style(model))
-        curve = budgets[list(budgets)[-1]][model].get("curve", [])
+        curve = budgets[list(budgets)[-1]].get(model, {}).get("curve", [])
         ms = timing.get(model, {}).get("ms", float("nan"))
         right.plot(
             [c["minutes"] for c in curve],

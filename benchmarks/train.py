@@ -65,6 +65,8 @@ class TrainBenchConfig:
     timing_rounds: int = 15
     timing_budget_s: float = 10.0
     mace_path: Path | None = None
+    # an earlier train JSON: its budgets not trained now are carried over
+    keep_from: Path | None = None
 
     @classmethod
     def quick(cls) -> "TrainBenchConfig":
@@ -207,37 +209,50 @@ def _mae_ratio(results: dict, budget: str, num: str, den: str) -> float:
             found[num]["test"]["force_mae_mev_per_a"]
             / (found[den]["test"]["force_mae_mev_per_a"])
         )
-    except KeyError:  # a model not trained (failed, or no MACE overlay)
+    except (KeyError, TypeError):  # a model not trained (failed, no MACE overlay)
         return float("nan")
 
 
-def targets(results: dict[str, Any], cfg: TrainBenchConfig) -> list[Target]:
-    hegnn = next((m for m in cfg.models if m.startswith("hegnn")), None)
+def targets(results: dict[str, Any]) -> list[Target]:
+    """HEGNN/EGNN and HEGNN/MACE test force MAE at each budget that trained both."""
+    models = {m for found in results.values() for m in found}
+    hegnn = min((m for m in models if m.startswith("hegnn")), default=None)
     out: list[Target] = []
-    if hegnn is None:
-        return out
     for budget in results:
-        out.append(
-            Target(
-                f"{hegnn} / EGNN test force MAE, {budget} min",
-                _mae_ratio(results, budget, hegnn, "egnn"),
-                1.0,
-                False,
-                "x",
-                "≤ 1: HEGNN at or below EGNN at the same budget",
-            )
-        )
-        out.append(
-            Target(
-                f"{hegnn} / MACE test force MAE, {budget} min",
-                _mae_ratio(results, budget, hegnn, MACE),
-                1.0,
-                False,
-                "x",
-                "> 1: MACE is more accurate at this budget",
-            )
-        )
+        for other, note in (
+            ("egnn", "≤ 1: HEGNN at or below EGNN at the same budget"),
+            (MACE, "> 1: MACE is more accurate at this budget"),
+        ):
+            ratio = _mae_ratio(results, budget, hegnn, other)
+            if ratio == ratio:  # both trained (not NaN)
+                name = f"{hegnn} / {other.upper()} test force MAE, {budget} min"
+                out.append(Target(name, ratio, 1.0, False, "x", note))
     return out
+
+
+def earlier_budgets(cfg: TrainBenchConfig) -> tuple[dict[str, Any], str | None]:
+    """Budgets of ``cfg.keep_from`` that this run does not train (same training
+    config and seed), each model marked with the earlier run; and a note."""
+    if cfg.keep_from is None or not cfg.keep_from.is_file():
+        return {}, None
+    earlier = json.loads(cfg.keep_from.read_text())
+    same = Path(earlier["config"]["config"]).name == cfg.config.name
+    if not same or earlier["config"]["seed"] != cfg.seed:
+        return {}, None
+    now = {f"{b:g}" for b in cfg.budgets_min}
+    stamp = {"date": earlier["date"], "commit": earlier["machine"]["commit"]}
+    kept = {
+        budget: {model: {**r, "earlier_run": stamp} for model, r in found.items()}
+        for budget, found in earlier["results"]["budgets"].items()
+        if budget not in now
+    }
+    if not kept:
+        return {}, None
+    return kept, (
+        f"budgets {', '.join(kept)} min kept from an earlier run ({stamp['date']}, "
+        f"{stamp['commit']}, same config and split); inference timed on this "
+        "run's models"
+    )
 
 
 def run(cfg: TrainBenchConfig, device: torch.device) -> dict[str, Any]:
@@ -251,7 +266,7 @@ def run(cfg: TrainBenchConfig, device: torch.device) -> dict[str, Any]:
             **{
                 k: str(v) if isinstance(v, Path) else v
                 for k, v in cfg.__dict__.items()
-                if k != "mace_path"
+                if k not in ("mace_path", "keep_from")
             },
             "threads_per_run": 1,
             "split": "the config's data.sizes and data.seed (hegnn train's split)",
@@ -270,6 +285,10 @@ def run(cfg: TrainBenchConfig, device: torch.device) -> dict[str, Any]:
     last = results[f"{cfg.budgets_min[-1]:g}"]
     trained = {m: r["folder"] for m, r in last.items() if "failed" not in r}
     timing = time_models(cfg, trained)
+    kept, note = earlier_budgets(cfg)
+    if note:
+        run_.notes.append(note)
+    results = dict(sorted({**kept, **results}.items(), key=lambda b: float(b[0])))
     for budget, found in results.items():
         for model, r in found.items():
             if "failed" in r:
@@ -283,4 +302,4 @@ def run(cfg: TrainBenchConfig, device: torch.device) -> dict[str, Any]:
         "inference: energy + forces of one test structure, prebuilt graph, "
         "interleaved rounds, one thread",
     ]
-    return run_.finish({"budgets": results, "inference": timing}, targets(results, cfg))
+    return run_.finish({"budgets": results, "inference": timing}, targets(results))

@@ -135,6 +135,12 @@ def test_bench_train(tmp_path: Path) -> None:
     stamps = [c.stat().st_mtime_ns for c in cards]
     run_bench("train", tmp_path, "--run-root", str(runs))
     assert [c.stat().st_mtime_ns for c in cards] == stamps
+    # another budget: the earlier one is kept from the JSON, marked as such
+    args = ("--run-root", str(runs), "--budgets", "0.03", "--models", "egnn")
+    budgets = run_bench("train", tmp_path, *args)["budgets"]
+    assert list(budgets) == ["0.02", "0.03"]
+    assert "earlier_run" in budgets["0.02"]["egnn"]
+    assert "earlier_run" not in budgets["0.03"]["egnn"]
 
 
 def test_bench_soak(tmp_path: Path) -> None:
