@@ -161,7 +161,8 @@ def save_committee(
     entries = []
     for member, member_card in zip(members, cards, strict=True):
         folder = Path(member).name
-        shutil.copytree(member, directory / folder, dirs_exist_ok=True)
+        if Path(member).resolve() != (directory / folder).resolve():  # else in place
+            shutil.copytree(member, directory / folder, dirs_exist_ok=True)
         training = member_card.model_extra.get("training", {})
         entries.append(
             {

@@ -238,8 +238,16 @@ def committee(
         str, typer.Option(help="energy unit of the --heldout files")
     ] = "kcal/mol",
     md: Annotated[
-        Path | None, typer.Option(help="equilibrium MD frames for false flags")
+        Path | None,
+        typer.Option(
+            help="equilibrium MD frames for false flags (frames seen in training "
+            "are dropped); decorrelated frames measure the rate, consecutive ones "
+            "one stretch of trajectory"
+        ),
     ] = None,
+    md_unit: Annotated[str, typer.Option(help="energy unit of an --md extxyz")] = (
+        "kcal/mol"
+    ),
     md_every: Annotated[int, typer.Option(help="use every n-th --md frame")] = 10,
     report: Annotated[
         Path, typer.Option(help="folder for committee-NAME.json and .png")
@@ -267,8 +275,12 @@ def committee(
         labelled.append(subset(extra, keep))
     md_frames = None
     if md is not None:
-        every = load_frames(md)
-        md_frames = subset(every, np.arange(0, len(every.positions), md_every))
+        every = load_frames(md, None if md.suffix == ".npz" else md_unit)
+        keep = unseen(every, subset(frames, seen))[::md_every]
+        logger.info(
+            "%s: %d frames unseen in training, every %d-th", md, len(keep), md_every
+        )
+        md_frames = subset(every, keep)
     command = shlex.join(["hegnn", *sys.argv[1:]])
     first_card = read_card(member[0])
     documentation = {  # the members' data protocol: `hegnn eval` scores the mean

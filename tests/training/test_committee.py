@@ -69,6 +69,30 @@ def test_committee_command_writes_a_calibrated_checkpoint(
     assert results["energy_std"] >= 0 and forces.shape == (9, 3)
 
 
+def test_a_committee_is_recalibrated_in_place(
+    members: list[Path], tmp_path: Path
+) -> None:
+    """Members given from inside the committee stay; decorrelated --md frames."""
+    out = tmp_path / "tiny-committee"
+    args = ["committee", *[a for m in members for a in ("--member", str(m))]]
+    args += ["--out", str(out), "--report", str(tmp_path / "report")]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    weights = {
+        m.name: (out / m.name / "model.safetensors").read_bytes() for m in members
+    }
+    args = ["committee", *[a for m in members for a in ("--member", str(out / m.name))]]
+    args += ["--out", str(out), "--report", str(tmp_path / "report")]
+    args += ["--md", str(ROOT / "data/md17/md17_ethanol_random2000.xyz")]
+    args += ["--md-every", "100"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    for name, blob in weights.items():
+        assert (out / name / "model.safetensors").read_bytes() == blob
+    found = json.loads((out / "card.json").read_text())["committee"]["uncertainty"]
+    assert found["md"]["n"] == 20  # 2000 random MD17 frames, none seen, every 100th
+    load(out)  # the members still match the card
+
+
 def test_members_from_another_split_are_refused(
     members: list[Path], tmp_path: Path
 ) -> None:
