@@ -16,7 +16,7 @@ from hegnn.potential import PotentialModel, graph_index
 from hegnn.stacked import stack_potentials
 
 # Above this many edges the members run one after another (see Committee).
-STACK_MAX_EDGES = 4096
+STACK_MAX_EDGES = 1024
 
 
 class Committee(nn.Module):
@@ -37,9 +37,11 @@ class Committee(nn.Module):
     than ``stack_max_edges`` edges run the members one after another. Stacking
     removes per-operation overhead, which dominates small graphs; on large ones
     the work is N× either way and the stacked tensors run slower than N separate
-    passes (aspirin, one CPU thread: stacked 1.6–2.0× one member for one
-    structure, 4.1× for 32; the loop 2.8–3.3× for both). ``torch.func.vmap``
-    over stacked weights was slower than the loop on CPU (4.2–4.4×).
+    passes (`hegnn bench committee`, one CPU thread, committee of 3 / one member,
+    stacked vs in turn: ethanol 1 structure (72 edges) 1.65× vs 3.11×, 8 (576)
+    2.66× vs 3.14×; aspirin 1 (310) 2.06× vs 3.05×, 4 (1242) 3.15× vs 2.96×, 32
+    (9636) 3.8× vs 3.0×). ``torch.func.vmap`` over stacked weights was slower
+    than the loop on CPU (4.2–4.4×).
     ``forward`` returns ``energy``, ``forces``, ``energy_std``, ``forces_std``
     (per atom), ``max_force_std`` (per graph) and the members' ``member_energies``
     ``[N, n_graphs]``.
