@@ -103,6 +103,8 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, nbody_file):
         f"data.path={nbody_file}",
         "--set",
         "optim.max_epochs=12",
+        "--threads",
+        "1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name in ("straight", "killed"):
