@@ -20,9 +20,9 @@ from hegnn.potential import PotentialModel
 class StackedLinear(nn.Module):
     r"""M Linear maps applied at once: y_m = x_m W_m^T + b_m.
 
-    ``x: [M, ..., in]`` (one input per member) or ``[..., in]`` (shared by all)
-    -> ``[M, ..., out]``. ``weight: [M, out, in]``, ``bias: [M, 1, out]`` (buffers:
-    an inference copy, trained through its members).
+    ``x: [M, rows, in]`` (one input per member) or ``[rows, in]`` (shared by all)
+    -> ``[M, rows, out]``. ``weight: [M, out, in]``, ``bias: [M, 1, out]``
+    (buffers: an inference copy, trained through its members).
     """
 
     def __init__(self, linears: list[nn.Linear]) -> None:
@@ -52,15 +52,12 @@ def stack_potentials(members: list[PotentialModel]) -> PotentialModel:
     for module in stacked.modules():  # compiled code belongs to the member
         module._compiled_call_impl = None
     modules = [dict(m.named_modules()) for m in members]
-    for name, module in list(stacked.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
-                path = f"{name}.{child_name}" if name else child_name
-                setattr(module, child_name, StackedLinear([m[path] for m in modules]))
-            elif isinstance(child, NormalizedSum):
-                path = f"{name}.{child_name}" if name else child_name
-                value = torch.stack([m[path].avg_num_neighbors for m in modules])
-                child.avg_num_neighbors = value.view(-1, 1, 1)
+    for path, module in list(stacked.named_modules()):
+        if isinstance(module, nn.Linear):
+            stacked.set_submodule(path, StackedLinear([m[path] for m in modules]))
+        elif isinstance(module, NormalizedSum):
+            value = torch.stack([m[path].avg_num_neighbors for m in modules])
+            module.avg_num_neighbors = value.view(-1, 1, 1)
     stacked.atomic_energies = torch.stack([m.atomic_energies for m in members])
     stacked.energy_scale = torch.stack([m.energy_scale for m in members]).view(-1, 1)
     stacked.energy_shift = torch.stack([m.energy_shift for m in members]).view(-1, 1)
