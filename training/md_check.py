@@ -5,7 +5,9 @@ the configuration is relaxed (BFGS), given Maxwell-Boltzmann velocities and ther
 by Langevin dynamics at the target temperature, so the NVE run samples that temperature
 instead of settling wherever a random snapshot's excess potential energy puts it.
 Drift is the slope of a linear fit of the total energy, in meV/atom/ps. The result can
-be written into the card (``metrics.nve``).
+be written into the card (``metrics.nve``), and the NVE frames, with the model's energy
+and forces (eV, eV/Å), into any file ase.io writes (``--trajectory``): equilibrium-MD
+configurations for ``hegnn committee --md FILE --md-unit eV``.
 """
 
 import json
@@ -19,7 +21,7 @@ import torch
 import typer
 from ase import units
 from ase.constraints import FixCom
-from ase.io import read
+from ase.io import read, write
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
@@ -43,9 +45,12 @@ def run_nve(
     relax_fmax: float = 0.05,
     equilibrate_ps: float = 2.0,
     friction_per_fs: float = 0.01,
+    trajectory: Path | None = None,
+    trajectory_every_fs: float = 50.0,
 ) -> dict[str, Any]:
     """Relax, thermalise (Langevin, ``equilibrate_ps``), then run NVE MD; return
-    drift, fluctuation and stability figures of the NVE part."""
+    drift, fluctuation and stability figures of the NVE part. With ``trajectory``, an
+    NVE frame every ``trajectory_every_fs`` (from the first step) is written there."""
     atoms = read(structure, index=unit_index)
     atoms.calc = HEGNNCalculator(checkpoint, device="cpu")
     rng = np.random.default_rng(seed)
@@ -85,13 +90,24 @@ def run_nve(
         min_dist.append(float(d[np.triu_indices(len(atoms), 1)].min()))
 
     dyn.attach(record, interval=every)
+    written = 0
+    if trajectory is not None:
+        trajectory.unlink(missing_ok=True)
+        every_frame = max(1, int(round(trajectory_every_fs / timestep_fs)))
+
+        def save_frame() -> None:
+            nonlocal written
+            write(trajectory, atoms, append=True)
+            written += 1
+
+        dyn.attach(save_frame, interval=every_frame)
     start = time.perf_counter()
     dyn.run(steps)
     wall = time.perf_counter() - start
     t, e = np.array(times), np.array(energies)
     n = len(atoms)
     slope = np.polyfit(t, e, 1)[0]  # eV/ps
-    return {
+    result = {
         "structure": str(structure),
         "n_atoms": n,
         "temperature_k": temperature_k,
@@ -114,6 +130,9 @@ def run_nve(
         "ms_per_step": round(1000 * wall / steps, 2),
         "torch_threads": torch.get_num_threads(),
     }
+    if trajectory is not None:
+        result["trajectory"] = {"file": str(trajectory), "frames": written}
+    return result
 
 
 def md_check(
@@ -133,6 +152,15 @@ def md_check(
         int, typer.Option(min=1, help="torch threads (molecules: 1 is fastest)")
     ] = 1,
     write_card: Annotated[bool, typer.Option(help="store as metrics.nve")] = False,
+    trajectory: Annotated[
+        Path | None,
+        typer.Option(
+            help="write NVE frames with the model's E and F here (extxyz, eV)"
+        ),
+    ] = None,
+    trajectory_every_fs: Annotated[
+        float, typer.Option(min=0, help="time between written frames, fs")
+    ] = 50.0,
 ) -> None:
     """Relax, thermalise, then NVE MD through HEGNNCalculator: stability and drift
     (meV/atom/ps)."""
@@ -147,6 +175,8 @@ def md_check(
         seed,
         relax_fmax=relax_fmax,
         equilibrate_ps=equilibrate_ps,
+        trajectory=trajectory,
+        trajectory_every_fs=trajectory_every_fs,
     )
     text = json.dumps(result, indent=2)
     typer.echo(text)
