@@ -1,6 +1,6 @@
 """`hegnn bench committee`: what a committee of N costs against one of its members.
 
-Energy and forces of batches of held-out frames (1, 4, 8 and 32 structures) of the
+Energy and forces of batches of rMD17 frames (1, 4, 8 and 32 structures) of the
 shipped ethanol (9 atoms) and aspirin (21 atoms) HEGNN committees, timed for one
 member alone, for the members stacked as one model (hegnn/stacked.py) and for the
 members one after the other, rounds interleaved; ratios are medians of
@@ -29,7 +29,7 @@ from hegnn_serve.benchmarks.common import (
     synchronize,
 )
 
-# committee checkpoint -> held-out frames (rMD17, never in its training split)
+# committee checkpoint -> frames to time it on (rMD17; timing only, labels unused)
 COMMITTEES = {
     "md17-ethanol-ff-hegnn-committee": "rmd17_ethanol_random100.xyz",
     "md17-aspirin-ff-hegnn-committee": "rmd17_aspirin_random800_meV.xyz",
@@ -115,7 +115,7 @@ def run(cfg: CommitteeBenchConfig, device: torch.device) -> dict[str, Any]:
             "committees": list(cfg.committees),
             "batch_sizes": list(cfg.batch_sizes),
             "rounds": cfg.rounds,
-            "frames": "rMD17 held-out frames (data/md17)",
+            "frames": "the first frames of the rMD17 files in data/md17",
         },
     )
     results = {name: time_committee(cfg, name, device) for name in cfg.committees}
