@@ -37,6 +37,7 @@ from ase.md.verlet import VelocityVerlet
 from pydantic import TypeAdapter
 
 from hegnn import HEGNNCalculator, ModelConfig, build_model, save
+from hegnn.thermal import thermalize
 from hegnn_serve.benchmarks.common import (
     SHIPPED_CHECKPOINT,
     Run,
@@ -59,7 +60,6 @@ from hegnn_serve.service.predictor import Predictor, StructureInput
 from hegnn_serve.service.routes.predict import check_sizes, forces_response
 from hegnn_serve.service.schemas import ForcesBody
 from hegnn_serve.service.settings import Settings
-from hegnn_serve.training.thermal import thermalize
 
 logger = logging.getLogger(__name__)
 

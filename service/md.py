@@ -12,12 +12,12 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import Stationary
 from ase.md.verlet import VelocityVerlet
 from numpy.typing import NDArray
 
 from hegnn import keys
 from hegnn.structure import StructureInput
+from hegnn.thermal import thermalize
 from hegnn_serve.service.errors import InputError
 from hegnn_serve.service.predictor import Predictor
 
@@ -91,10 +91,8 @@ def run_md(
     if structure.velocities is not None:
         atoms.set_velocities(structure.velocities / units.fs)  # Å/fs -> ASE units
     elif run.temperature_K:
-        # Maxwell-Boltzmann momenta p ~ N(0, m k_B T), then no centre-of-mass drift.
-        sigma = np.sqrt(atoms.get_masses() * units.kB * run.temperature_K)
-        atoms.set_momenta(sigma[:, None] * rng.standard_normal((len(atoms), 3)))
-        Stationary(atoms)
+        # rotation kept: a periodic cell has no free rotation to remove
+        thermalize(atoms, run.temperature_K, rng, zero_rotation=False)
     dt = run.timestep_fs * units.fs
     if run.temperature_K is None:
         dyn = VelocityVerlet(atoms, timestep=dt)

@@ -29,7 +29,7 @@ from ase.optimize import BFGS
 
 from hegnn import HEGNNCalculator
 from hegnn.checkpoint import add_card_metrics
-from hegnn_serve.training.thermal import thermalize
+from hegnn.thermal import thermalize
 
 logger = logging.getLogger(__name__)
 

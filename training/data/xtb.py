@@ -137,7 +137,7 @@ def _initial_state(
     """
     from ase.optimize import BFGS
 
-    from hegnn_serve.training.thermal import thermalize
+    from hegnn.thermal import thermalize
 
     if chunks:
         atoms.positions = chunks[-1]["R"][-1]
