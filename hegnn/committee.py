@@ -6,6 +6,8 @@ and disagree elsewhere.
 """
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +81,15 @@ class Committee(nn.Module):
                 stacked.backbone.compile(dynamic=True)
             self._stacked = (key, stacked)
         return self._stacked[1]
+
+    @contextmanager
+    def looped(self) -> Iterator[None]:
+        """Within the block every graph runs the members in turn (warm-up, tests)."""
+        limit, self.stack_max_edges = self.stack_max_edges, 0
+        try:
+            yield
+        finally:
+            self.stack_max_edges = limit
 
     def _member_outputs(self, data) -> tuple[Tensor, Tensor]:
         """Energies ``[N, n_graphs]`` and forces ``[N, n_atoms, 3]`` of the members."""

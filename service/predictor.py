@@ -194,11 +194,8 @@ class Predictor:
         molecule = self.prepare(StructureInput(positions, numbers=numbers))
         self.forces([molecule])
         if isinstance(self.model, Committee):  # large batches run members in turn
-            limit, self.model.stack_max_edges = self.model.stack_max_edges, 0
-            try:
+            with self.model.looped():
                 self.forces([molecule])
-            finally:
-                self.model.stack_max_edges = limit
 
     @property
     def task(self) -> str:

@@ -46,7 +46,7 @@ def test_committee_is_equivariant(lmax, path) -> None:
 
 
 @pytest.mark.parametrize("lmax", [None, 1, 3])
-def test_stacked_members_equal_the_members_one_by_one(lmax) -> None:
+def test_stacked_members_equal_the_members_one_by_one(lmax, monkeypatch) -> None:
     models = members(3, lmax)
     graphs = [
         make_graph_data(
@@ -55,8 +55,12 @@ def test_stacked_members_equal_the_members_one_by_one(lmax) -> None:
         for s in (random_structure(n, seed=n) for n in (4, 7, 5))
     ]
     batch = Batch.from_data_list(graphs)
-    stacked = Committee(models).eval()(batch)
-    looped = Committee(models, stack_max_edges=0).eval()(batch)
+    committee = Committee(models).eval()
+    stacked = committee(batch)
+    with committee.looped(), monkeypatch.context() as patch:
+        patch.setattr(committee, "stacked", lambda: pytest.fail("stacked in looped()"))
+        looped = committee(batch)
+    assert committee.stack_max_edges == STACK_MAX_EDGES  # restored after the block
     assert stacked[keys.ENERGY].shape == (3,)
     for key, value in looped.items():
         # float64 sums of the same terms in another order: rounding only
