@@ -101,7 +101,7 @@ def time_committee(
         }
     return {
         "members": len(model.members),
-        "atoms": int(data[keys.NUMBERS].shape[0]) // cfg.batch_sizes[-1],
+        "atoms": len(read(frames, index=0)),
         "stack_max_edges": model.stack_max_edges,
         "batches": batches,
     }
