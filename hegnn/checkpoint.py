@@ -161,8 +161,14 @@ def save_committee(
     entries = []
     for member, member_card in zip(members, cards, strict=True):
         folder = Path(member).name
-        if Path(member).resolve() != (directory / folder).resolve():  # else in place
-            shutil.copytree(member, directory / folder, dirs_exist_ok=True)
+        target = directory / folder
+        if Path(member).resolve() != target.resolve():  # else in place
+            # the checkpoint only: a run folder's training state (pickled) and logs
+            # stay behind, and nothing of an earlier member of that name remains
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            for name in (CARD_FILE, WEIGHTS_FILE):
+                shutil.copyfile(Path(member) / name, target / name)
         training = member_card.model_extra.get("training", {})
         entries.append(
             {

@@ -148,6 +148,21 @@ def test_committee_checkpoint_round_trip(tmp_path: Path) -> None:
         torch.testing.assert_close(out[key], expected[key], rtol=0, atol=0)
 
 
+def test_members_are_copied_without_their_run_files(tmp_path: Path) -> None:
+    """A member trained with run_dir = checkpoint_dir holds training state (a
+    pickle) and logs: the committee takes its card and weights only, and a member
+    saved again under the same folder name replaces the earlier one whole."""
+    folder, _ = saved_committee(tmp_path)
+    (folder / "member-s1" / "stale.txt").write_text("earlier member")
+    (tmp_path / "member-s1" / "state.pt").write_bytes(b"pickle")
+    members = [tmp_path / f"member-s{seed}" for seed in range(3)]
+    save_committee(members, folder, {"description": "again"})
+    for member in members:
+        copied = sorted(p.name for p in (folder / member.name).iterdir())
+        assert copied == ["card.json", "model.safetensors"]
+    load(folder)  # the weights match the card's sha256
+
+
 def test_a_changed_member_is_refused(tmp_path: Path) -> None:
     folder, _ = saved_committee(tmp_path)
     shutil.copy(tmp_path / "member-s0" / "model.safetensors", folder / "member-s1")
