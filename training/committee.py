@@ -6,8 +6,9 @@ model selection, in three sets:
 - held-out labelled configurations: the members' test split (shared: same data
   file, sizes and split seed) plus any ``--heldout`` file, minus frames that are in
   the training data. Here ``max_force_std`` is set against the true max force error
-  (Spearman), and the threshold ``max_force_std`` is chosen: its 95th percentile, so
-  that 5 % of in-distribution structures are flagged;
+  (Spearman, with a 95 % bootstrap interval over the frames), and the threshold
+  ``max_force_std`` is chosen: its 95th percentile, so that 5 % of in-distribution
+  structures are flagged;
 - equilibrium MD configurations (``--md``, no labels needed): the fraction flagged
   there is the false-flag rate on what an MD user runs;
 - distorted structures: each held-out configuration with one bond stretched by a
@@ -15,7 +16,8 @@ model selection, in three sets:
   fraction flagged should be near 1.
 
 The threshold and the measurements go into the card (``committee.uncertainty``),
-the figures into ``--report`` (JSON and PNG).
+the figures into ``--report`` (JSON and PNG). Recalibrating a committee in place
+keeps its card's NVE check (``metrics.nve``) while its members' weights are the same.
 """
 
 import json
@@ -45,6 +47,16 @@ FLAG_QUANTILE = 0.95  # threshold: 5 % of held-out structures flagged
 STRETCH = (1.2, 1.5)  # bond stretch factors of the distorted set
 BOND_LENGTH = 1.6  # Å, pairs closer than this are bonds
 BATCH = 32
+BOOTSTRAP = 2000  # resamples of the held-out frames for the Spearman interval
+
+
+def spearman_interval(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator
+) -> list[float]:
+    """95 % percentile-bootstrap interval of Spearman(x, y), frames resampled."""
+    index = rng.integers(len(x), size=(BOOTSTRAP, len(x)))
+    rho = [spearmanr(x[i], y[i]).statistic for i in index]
+    return [float(q) for q in np.quantile(rho, [0.025, 0.975])]
 
 
 def committee_outputs(
@@ -130,6 +142,17 @@ def subset(frames: MD17Frames, index: np.ndarray) -> MD17Frames:
     )
 
 
+def nve_of_same_weights(out: Path, members: list[Path]) -> dict[str, Any] | None:
+    """The NVE check in the card at ``out`` if that committee has ``members``'
+    weights (recalibration in place), else None: a new member makes it stale."""
+    if not (out / CARD_FILE).is_file():
+        return None
+    card = json.loads((out / CARD_FILE).read_text())
+    old = [m["weights_sha256"] for m in card.get("committee", {}).get("members", [])]
+    new = [read_card(m).weights_sha256 for m in members]
+    return card.get("metrics", {}).get("nve") if old == new else None
+
+
 def calibrate(
     model: torch.nn.Module,
     config,
@@ -162,6 +185,7 @@ def calibrate(
             "spearman_max_force_std_vs_max_force_error": float(
                 spearmanr(std, error).statistic
             ),
+            "spearman_ci95": spearman_interval(std, error, rng),
             "worst_5pc_errors_flagged": float((std[worst] > threshold).mean()),
             "max_force_std_median": float(np.median(std)),
             "max_force_error_median": float(np.median(error)),
@@ -295,7 +319,10 @@ def committee(
             "config": first_card.model_extra["training"]["config"],
         },
     }
+    kept_nve = nve_of_same_weights(out, member)
     save_committee(member, out, documentation)
+    if kept_nve is not None:
+        add_card_metrics(out, "nve", kept_nve)
     model, card = load(out)
     result = calibrate(model, card.model, labelled, md_frames, seed)
     points = result.pop("points")

@@ -9,6 +9,7 @@ from ase.io import read
 from typer.testing import CliRunner
 
 from hegnn import Committee, HEGNNCalculator, load
+from hegnn.checkpoint import add_card_metrics
 from hegnn_cli import app
 from hegnn_serve.training.committee import stretch_one_bond, subset, unseen
 from hegnn_serve.training.data.md17 import MD17Frames, load_frames
@@ -50,6 +51,8 @@ def test_committee_command_writes_a_calibrated_checkpoint(
     assert [m["seed"] for m in card["committee"]["members"]] == [0, 1, 2]
     found = card["committee"]["uncertainty"]
     assert found["heldout"]["n"] == 10  # the members' test split
+    low, high = found["heldout"]["spearman_ci95"]
+    assert -1.0 <= low <= high <= 1.0
     assert found["md"]["n"] == 20
     threshold = found["threshold_max_force_std"]
     assert threshold > 0
@@ -72,11 +75,13 @@ def test_committee_command_writes_a_calibrated_checkpoint(
 def test_a_committee_is_recalibrated_in_place(
     members: list[Path], tmp_path: Path
 ) -> None:
-    """Members given from inside the committee stay; decorrelated --md frames."""
+    """Members given from inside the committee stay, and so does the card's NVE
+    check; decorrelated --md frames."""
     out = tmp_path / "tiny-committee"
     args = ["committee", *[a for m in members for a in ("--member", str(m))]]
     args += ["--out", str(out), "--report", str(tmp_path / "report")]
     assert CliRunner().invoke(app, args).exit_code == 0
+    add_card_metrics(out, "nve", {"stable": True})
     weights = {
         m.name: (out / m.name / "model.safetensors").read_bytes() for m in members
     }
@@ -91,6 +96,14 @@ def test_a_committee_is_recalibrated_in_place(
     found = json.loads((out / "card.json").read_text())["committee"]["uncertainty"]
     assert found["md"]["n"] == 20  # 2000 random MD17 frames, none seen, every 100th
     load(out)  # the members still match the card
+    card = json.loads((out / "card.json").read_text())
+    assert card["metrics"]["nve"] == {"stable": True}  # same weights: still valid
+
+    args = ["committee", *[a for m in members[:2] for a in ("--member", str(m))]]
+    args += ["--out", str(out), "--report", str(tmp_path / "report")]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    card = json.loads((out / "card.json").read_text())
+    assert "nve" not in card["metrics"]  # other members: the check is stale
 
 
 def test_members_from_another_split_are_refused(
