@@ -90,17 +90,10 @@ def run_nve(
         min_dist.append(float(d[np.triu_indices(len(atoms), 1)].min()))
 
     dyn.attach(record, interval=every)
-    written = 0
     if trajectory is not None:
         trajectory.unlink(missing_ok=True)
         every_frame = max(1, int(round(trajectory_every_fs / timestep_fs)))
-
-        def save_frame() -> None:
-            nonlocal written
-            write(trajectory, atoms, append=True)
-            written += 1
-
-        dyn.attach(save_frame, interval=every_frame)
+        dyn.attach(write, every_frame, trajectory, atoms, append=True)
     start = time.perf_counter()
     dyn.run(steps)
     wall = time.perf_counter() - start
@@ -131,7 +124,8 @@ def run_nve(
         "torch_threads": torch.get_num_threads(),
     }
     if trajectory is not None:
-        result["trajectory"] = {"file": str(trajectory), "frames": written}
+        frames = steps // every_frame + 1  # observers also run at step 0
+        result["trajectory"] = {"file": str(trajectory), "frames": frames}
     return result
 
 
