@@ -136,6 +136,31 @@ def save(model: nn.Module, directory: str | Path, card: dict[str, Any]) -> Model
     return validated
 
 
+def copy_checkpoint(
+    source: str | Path, target: str | Path, name: str | None = None, **fields: Any
+) -> None:
+    """Copy checkpoint ``source`` to ``target``: its card and weights only (a run
+    folder's pickled training state and logs stay behind), replacing whatever was
+    at ``target``. ``name`` renames the copy; ``fields`` are set in its card."""
+    source, target = Path(source), Path(target)
+    if source.resolve() != target.resolve():  # else in place
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for file in (CARD_FILE, WEIGHTS_FILE):
+            shutil.copyfile(source / file, target / file)
+    if name is None and not fields:
+        return
+    card = json.loads((target / CARD_FILE).read_text())
+    if name is not None:
+        old, card["name"] = card["name"], name
+        description = card.get("description", "")
+        if description.startswith(f"{old}:"):
+            card["description"] = name + description.removeprefix(old)
+    card.update(fields)
+    ModelCard.model_validate(card)
+    (target / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+
+
 def members_sha256(hashes: Iterable[str]) -> str:
     """A committee's ``weights_sha256``: the sha256 of its members' hashes in order."""
     return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
@@ -161,14 +186,7 @@ def save_committee(
     entries = []
     for member, member_card in zip(members, cards, strict=True):
         folder = Path(member).name
-        target = directory / folder
-        if Path(member).resolve() != target.resolve():  # else in place
-            # the checkpoint only: a run folder's training state (pickled) and logs
-            # stay behind, and nothing of an earlier member of that name remains
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir()
-            for name in (CARD_FILE, WEIGHTS_FILE):
-                shutil.copyfile(Path(member) / name, target / name)
+        copy_checkpoint(member, directory / folder)
         training = member_card.model_extra.get("training", {})
         entries.append(
             {

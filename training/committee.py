@@ -18,6 +18,10 @@ model selection, in three sets:
 The threshold and the measurements go into the card (``committee.uncertainty``),
 the figures into ``--report`` (JSON and PNG). Recalibrating a committee in place
 keeps its card's NVE check (``metrics.nve``) while its members' weights are the same.
+
+``--best-to DIR`` also ships the member with the lowest validation force MAE as a
+model of its own (seed selection on validation data only; the card says which seed
+won and what each scored).
 """
 
 import json
@@ -35,7 +39,7 @@ from scipy.stats import spearmanr
 from torch_geometric.data import Batch
 
 from hegnn import keys, load, make_graph_data, read_card, save_committee
-from hegnn.checkpoint import CARD_FILE, add_card_metrics
+from hegnn.checkpoint import CARD_FILE, add_card_metrics, copy_checkpoint
 from hegnn.structure import StructureInput, centred
 from hegnn_serve.training.commands import evaluate_checkpoint
 from hegnn_serve.training.config import stored_config
@@ -48,6 +52,7 @@ STRETCH = (1.2, 1.5)  # bond stretch factors of the distorted set
 BOND_LENGTH = 1.6  # Å, pairs closer than this are bonds
 BATCH = 32
 BOOTSTRAP = 2000  # resamples of the held-out frames for the Spearman interval
+SELECTION_METRIC = "force_mae_mev_per_a"  # on the validation split: which seed ships
 
 
 def spearman_interval(
@@ -140,6 +145,22 @@ def subset(frames: MD17Frames, index: np.ndarray) -> MD17Frames:
         energies=frames.energies[index],
         forces=frames.forces[index],
     )
+
+
+def ship_best(members: list[Path], target: Path, command: str) -> dict[str, Any]:
+    """Copy the member with the lowest validation force MAE to ``target`` (named
+    after it); returns the ``selection`` written to its card."""
+    scores = {m: read_card(m).metrics["val"][SELECTION_METRIC] for m in members}
+    best = min(members, key=scores.__getitem__)
+    selection = {
+        "by": f"val {SELECTION_METRIC}",
+        "chosen": best.name,
+        "seed": read_card(best).model_extra["training"]["config"]["seed"],
+        "candidates": {m.name: scores[m] for m in members},
+        "command": command,
+    }
+    copy_checkpoint(best, target, name=target.name, selection=selection)
+    return selection
 
 
 def nve_of_same_weights(out: Path, members: list[Path]) -> dict[str, Any] | None:
@@ -277,6 +298,13 @@ def committee(
         Path, typer.Option(help="folder for committee-NAME.json and .png")
     ] = Path("docs/results"),
     seed: Annotated[int, typer.Option(help="seed of the bond stretches")] = 0,
+    best_to: Annotated[
+        Path | None,
+        typer.Option(
+            help="also copy the member best on validation (force MAE) to this "
+            "checkpoint folder, named after it"
+        ),
+    ] = None,
 ) -> None:
     """Put seed members into one committee checkpoint and calibrate its spread."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -321,6 +349,9 @@ def committee(
     }
     kept_nve = nve_of_same_weights(out, member)
     save_committee(member, out, documentation)
+    if best_to is not None:  # after the copy above: best_to may be one of the members
+        selection = ship_best(member, best_to, command)
+        logger.info("%s: %s (seed %s)", best_to, selection["chosen"], selection["seed"])
     if kept_nve is not None:
         add_card_metrics(out, "nve", kept_nve)
     model, card = load(out)

@@ -94,8 +94,12 @@ def _row(path: Path) -> dict[str, Any]:
         "device": extra.get("training", {}).get("device"),
         "wall_time_s": extra.get("training", {}).get("wall_time_s"),
         "command": extra.get("training", {}).get("command"),
+        # the training run's folder name: a seed shipped under another name
+        # (`hegnn committee --best-to`) keeps the run it came from
+        "run": extra.get("training", {}).get("config", {}).get("name", card.name),
     }
     if card.committee is not None:  # its members' epochs and summed training time
+        row["run"] = None  # no run of its own (the card copies a member's config)
         members = [_row(path / m.folder) for m in card.committee.members]
         row["architecture"] = f"{architecture}, committee of {len(members)}"
         for key in ("epochs", "best_epoch"):
@@ -120,14 +124,16 @@ def kept_log(curves: Path, name: str) -> Path:
 
 def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
     """Keep each checkpoint's metrics log (gzipped) and loss curve from
-    ``runs/<name>/``."""
+    ``runs/<run>/`` (the run that trained it) under the checkpoint's name."""
     curves.mkdir(parents=True, exist_ok=True)
     for r in rows:
-        log = runs / r["name"] / METRICS_FILE
+        if r["run"] is None:
+            continue
+        log = runs / r["run"] / METRICS_FILE
         if log.is_file():
             packed = gzip.compress(log.read_bytes(), compresslevel=9, mtime=0)
             kept_log(curves, r["name"]).write_bytes(packed)
-        curve = runs / r["name"] / "curve.png"
+        curve = runs / r["run"] / "curve.png"
         if curve.is_file():
             shutil.copyfile(curve, curves / f"{r['name']}.png")
 

@@ -35,6 +35,23 @@ def test_checkpoint_loads_and_is_small(path: Path) -> None:
         test_checkpoint_loads_and_is_small(path / member.folder)
 
 
+COMMITTEES = [p for p in SHIPPED if "committee" in _card(p)]
+
+
+@pytest.mark.parametrize("path", COMMITTEES, ids=[p.name for p in COMMITTEES])
+def test_the_single_model_is_its_committees_best_seed_on_validation(
+    path: Path,
+) -> None:
+    """``NAME`` ships the seed of ``NAME-committee`` with the lowest validation
+    force MAE (`hegnn committee --best-to`); the test split plays no part."""
+    single = path.with_name(path.name.removesuffix("-committee"))
+    if not single.is_dir():
+        pytest.skip(f"{path.name}: no single model of that name")
+    members = [path / m["folder"] for m in _card(path)["committee"]["members"]]
+    best = min(members, key=lambda m: _card(m)["metrics"]["val"]["force_mae_mev_per_a"])
+    assert _card(single)["weights_sha256"] == _card(best)["weights_sha256"]
+
+
 _GENERATED: dict[str, Path] = {}
 
 

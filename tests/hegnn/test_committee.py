@@ -95,7 +95,9 @@ def test_mean_and_spread_follow_the_members() -> None:
     deviation = forces - forces.mean(0)
     per_atom = deviation.pow(2).sum(-1).mean(0).sqrt()
     torch.testing.assert_close(out[keys.FORCES_STD], per_atom, rtol=0, atol=1e-12)
-    assert float(out[keys.MAX_FORCE_STD]) == float(per_atom.max())
+    # exactly the largest reported per-atom std (the members' forces come from a
+    # stacked pass here, one by one above: equal to rounding, not bit for bit)
+    assert float(out[keys.MAX_FORCE_STD]) == float(out[keys.FORCES_STD].max())
     assert float(per_atom.max()) > 0
 
 

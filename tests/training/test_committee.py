@@ -8,7 +8,7 @@ import pytest
 from ase.io import read
 from typer.testing import CliRunner
 
-from hegnn import Committee, HEGNNCalculator, load
+from hegnn import Committee, HEGNNCalculator, load, read_card
 from hegnn.checkpoint import add_card_metrics
 from hegnn_cli import app
 from hegnn_serve.training.committee import stretch_one_bond, subset, unseen
@@ -45,10 +45,25 @@ def test_committee_command_writes_a_calibrated_checkpoint(
     args = ["committee", *[a for m in members for a in ("--member", str(m))]]
     args += ["--out", str(out), "--md", str(MD), "--md-every", "100"]
     args += ["--report", str(tmp_path / "report")]
-    done = CliRunner().invoke(app, args)
+    best = tmp_path / "tiny-best"
+    done = CliRunner().invoke(app, [*args, "--best-to", str(best)])
     assert done.exit_code == 0, done.output
     card = json.loads((out / "card.json").read_text())
     assert [m["seed"] for m in card["committee"]["members"]] == [0, 1, 2]
+    val = {m.name: read_card(m).metrics["val"]["force_mae_mev_per_a"] for m in members}
+    winner = min(members, key=lambda m: val[m.name])
+    shipped = read_card(best)
+    assert shipped.name == "tiny-best" and shipped.model_extra["selection"] == {
+        "by": "val force_mae_mev_per_a",
+        "chosen": winner.name,
+        "seed": members.index(winner),
+        "candidates": val,
+        "command": card["training"]["command"],
+    }
+    blob = (best / "model.safetensors").read_bytes()
+    assert blob == (winner / "model.safetensors").read_bytes()
+    assert sorted(p.name for p in best.iterdir()) == ["card.json", "model.safetensors"]
+    load(best)  # its weights match its card
     found = card["committee"]["uncertainty"]
     assert found["heldout"]["n"] == 10  # the members' test split
     low, high = found["heldout"]["spearman_ci95"]

@@ -10,7 +10,9 @@ from hegnn import ModelConfig, build_model, save
 from hegnn_serve.training.report import report, twins
 
 
-def _checkpoint(root: Path, name: str, lmax: int | None, mse: float) -> None:
+def _checkpoint(
+    root: Path, name: str, lmax: int | None, mse: float, run: str | None = None
+) -> None:
     torch.manual_seed(0)
     config = ModelConfig(
         task="dynamics", lmax=lmax, hidden_dim=8, num_layers=1, features="nbody"
@@ -21,6 +23,8 @@ def _checkpoint(root: Path, name: str, lmax: int | None, mse: float) -> None:
         "metrics": {"test": {"mse": mse}, "epochs": 4, "best_epoch": 4},
         "training": {"command": f"hegnn train --set name={name}", "wall_time_s": 60.0},
     }
+    if run is not None:  # trained under another name (a seed shipped by validation)
+        card["training"]["config"] = {"name": run}
     save(build_model(config), root / name, card)
 
 
@@ -70,3 +74,18 @@ def test_report_without_run_logs_has_no_twin_plots(tmp_path: Path) -> None:
     assert "| `toy-hegnn` |" in out.read_text()
     assert "compare-" not in out.read_text()
     assert not list((tmp_path / "curves").glob("*.png"))
+
+
+def test_a_seed_shipped_under_another_name_keeps_its_own_run_log(
+    tmp_path: Path,
+) -> None:
+    checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
+    _checkpoint(checkpoints, "toy-hegnn", 1, 0.007, run="toy-hegnn-s2")
+    _run_log(runs, "toy-hegnn", [0.05, 0.02])  # seed 0's run, not shipped
+    _run_log(runs, "toy-hegnn-s2", [0.04, 0.007])
+    out = tmp_path / "results" / "checkpoints.md"
+
+    report(checkpoints=checkpoints, out=out, runs=runs)
+
+    kept = gzip.decompress((out.parent / "curves" / "toy-hegnn.jsonl.gz").read_bytes())
+    assert kept.decode() == (runs / "toy-hegnn-s2" / "metrics.jsonl").read_text()
