@@ -139,10 +139,12 @@ def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
 
 
 def twins(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(HEGNN, EGNN) pairs: the one model of each kind on the same task and data."""
+    """(HEGNN, EGNN) pairs: the one single model of each kind on the same task and
+    data (committees have no run of their own to plot)."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["dataset"], r["data"])].append(r)
+        if r["run"] is not None:
+            groups[(r["dataset"], r["data"])].append(r)
     pairs = []
     for group in groups.values():
         hegnn = [r for r in group if r["architecture"] != "EGNN"]
