@@ -150,12 +150,13 @@ def subset(frames: MD17Frames, index: np.ndarray) -> MD17Frames:
 def ship_best(members: list[Path], target: Path, command: str) -> dict[str, Any]:
     """Copy the member with the lowest validation force MAE to ``target`` (named
     after it); returns the ``selection`` written to its card."""
-    scores = {m: read_card(m).metrics["val"][SELECTION_METRIC] for m in members}
+    cards = {m: read_card(m) for m in members}
+    scores = {m: cards[m].metrics["val"][SELECTION_METRIC] for m in members}
     best = min(members, key=scores.__getitem__)
     selection = {
         "by": f"val {SELECTION_METRIC}",
         "chosen": best.name,
-        "seed": read_card(best).model_extra["training"]["config"]["seed"],
+        "seed": cards[best].model_extra["training"]["config"]["seed"],
         "candidates": {m.name: scores[m] for m in members},
         "command": command,
     }

@@ -93,14 +93,10 @@ def test_a_seed_shipped_under_another_name_keeps_its_own_run_log(
 
 def test_a_committee_does_not_hide_the_twin_pair() -> None:
     row = {"dataset": "md17-force", "data": "x.xyz", "run": "m"}
+    committee = {"name": "m-hegnn-committee", "architecture": "HEGNN L=3, committee"}
     rows = [
         {**row, "name": "m-hegnn", "architecture": "HEGNN L=3"},
         {**row, "name": "m-egnn", "architecture": "EGNN"},
-        {
-            **row,
-            "name": "m-hegnn-committee",
-            "architecture": "HEGNN L=3, committee of 3",
-        },
+        {**row, **committee, "run": None},  # as _row marks a committee
     ]
-    rows[2]["run"] = None  # as _row marks a committee
     assert [(h["name"], e["name"]) for h, e in twins(rows)] == [("m-hegnn", "m-egnn")]
