@@ -37,6 +37,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "hegnn_serve.training.committee:committee",
         "Put seed members into one committee checkpoint and calibrate its spread.",
     ),
+    "compare": LazyCommand(
+        "hegnn_serve.training.compare:compare",
+        "Paired seeds × frames: force and energy errors of two committees, A − B with "
+        "95 % bootstrap intervals.",
+    ),
     "md-check": LazyCommand(
         "hegnn_serve.training.md_check:md_check",
         "Relax, thermalise, then NVE MD through HEGNNCalculator: stability and drift "

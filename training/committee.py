@@ -64,13 +64,13 @@ def spearman_interval(
     return [float(q) for q in np.quantile(rho, [0.025, 0.975])]
 
 
-def committee_outputs(
+def frame_outputs(
     model: torch.nn.Module, config, positions: np.ndarray, numbers: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """``max_force_std`` [n], ``energy_std`` [n], ``forces`` [n, atoms, 3] of frames."""
+    """``energy`` [n] eV and ``forces`` [n, atoms, 3] eV/Å (float64) of frames;
+    a committee's also ``max_force_std`` and ``energy_std`` [n]."""
     dtype = next(model.parameters()).dtype
-    found: dict[str, list[np.ndarray]] = {"max_force_std": [], "energy_std": []}
-    forces = []
+    found: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(positions), BATCH):
         graphs = []
         for x in positions[start : start + BATCH]:
@@ -81,13 +81,11 @@ def committee_outputs(
                 )
             )
         out = model(Batch.from_data_list(graphs))
-        found["max_force_std"].append(out[keys.MAX_FORCE_STD].numpy())
-        found["energy_std"].append(out[keys.ENERGY_STD].numpy())
-        forces.append(out[keys.FORCES].numpy().reshape(-1, len(numbers), 3))
-    return {
-        **{k: np.concatenate(v) for k, v in found.items()},
-        "forces": np.concatenate(forces).astype(np.float64),
-    }
+        out[keys.FORCES] = out[keys.FORCES].reshape(-1, len(numbers), 3)
+        for key in (keys.ENERGY, keys.FORCES, keys.MAX_FORCE_STD, keys.ENERGY_STD):
+            if key in out:
+                found.setdefault(key, []).append(out[key].detach().numpy())
+    return {k: np.concatenate(v).astype(np.float64) for k, v in found.items()}
 
 
 def stretch_one_bond(
@@ -115,6 +113,15 @@ def training_frames(member: Path) -> tuple[MD17Frames, np.ndarray, np.ndarray]:
     seen = order[: sizes[0] + sizes[1]]
     test = order[sizes[0] + sizes[1] : sum(sizes)]
     return frames, seen, test
+
+
+def same_split(a: Path, b: Path) -> bool:
+    """Whether members ``a`` and ``b`` share a data file (by sha256) and its split."""
+    files = [read_card(m).model_extra.get("data", {}).get("sha256") for m in (a, b)]
+    (_, *split_a), (_, *split_b) = training_frames(a), training_frames(b)
+    return files[0] == files[1] and all(
+        np.array_equal(x, y) for x, y in zip(split_a, split_b, strict=True)
+    )
 
 
 def fingerprint(positions: np.ndarray, numbers: np.ndarray) -> bytes:
@@ -188,13 +195,13 @@ def calibrate(
     std, error, distorted = [], [], []
     for frames in heldout:
         x, z = frames.positions, frames.numbers
-        labelled = committee_outputs(model, config, x, z)
+        labelled = frame_outputs(model, config, x, z)
         std.append(labelled["max_force_std"])
         error.append(
             np.linalg.norm(labelled["forces"] - frames.forces, axis=-1).max(-1)
         )
         stretched = stretch_one_bond(x, z, rng)
-        distorted.append(committee_outputs(model, config, stretched, z))
+        distorted.append(frame_outputs(model, config, stretched, z))
     std, error = np.concatenate(std), np.concatenate(error)
     distorted = np.concatenate([d["max_force_std"] for d in distorted])
     threshold = float(np.quantile(std, FLAG_QUANTILE))
@@ -221,7 +228,7 @@ def calibrate(
         "points": {"heldout_std": std, "heldout_error": error, "distorted": distorted},
     }
     if md is not None:
-        md_std = committee_outputs(model, config, md.positions, md.numbers)
+        md_std = frame_outputs(model, config, md.positions, md.numbers)
         md_std = md_std["max_force_std"]
         result["md"] = {
             "n": len(md_std),
@@ -313,10 +320,7 @@ def committee(
         raise typer.BadParameter("a committee needs at least 2 --member folders")
     frames, seen, test = training_frames(member[0])
     for other in member[1:]:
-        if any(
-            not np.array_equal(a, b)
-            for a, b in zip(training_frames(other)[1:], (seen, test), strict=True)
-        ):
+        if not same_split(member[0], other):
             raise typer.BadParameter(f"{other}: trained on another split")
     labelled = [subset(frames, test)]
     for path in heldout or []:

@@ -132,6 +132,12 @@ def test_members_from_another_split_are_refused(
     args = ["committee", "--member", str(members[0]), "--member", str(other)]
     done = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c")])
     assert done.exit_code != 0 and "another split" in done.output
+    # Same sizes and split seed of another file (ethanol and aspirin share both).
+    card = json.loads((members[1] / "card.json").read_text())
+    card["data"]["sha256"] = "0" * 64
+    (other / "card.json").write_text(json.dumps(card))
+    done = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c")])
+    assert done.exit_code != 0 and "another split" in done.output
 
 
 def test_stretch_moves_the_lighter_atom_of_one_bond() -> None:
