@@ -8,6 +8,7 @@ each HEGNN against its EGNN twin.
 
 import gzip
 import json
+import logging
 import shutil
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ from hegnn import read_card
 from hegnn_serve.training.metrics import primary_metric
 from hegnn_serve.training.plots import plot_comparison
 from hegnn_serve.training.train import METRICS_FILE
+
+logger = logging.getLogger(__name__)
 
 # Published values (paper/HEGNN.md §10); each row names its protocol.
 REFERENCES: dict[str, list[dict[str, Any]]] = {
@@ -122,20 +125,35 @@ def kept_log(curves: Path, name: str) -> Path:
     return curves / f"{name}{LOG_SUFFIX}"
 
 
+def last_epoch(log: str) -> int | None:
+    """The epoch of a metrics log's last line (None for an empty log)."""
+    lines = log.strip().splitlines()
+    return json.loads(lines[-1]).get("epoch") if lines else None
+
+
 def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
     """Keep each checkpoint's metrics log (gzipped) and loss curve from
-    ``runs/<run>/`` (the run that trained it) under the checkpoint's name."""
+    ``runs/<run>/`` (the run that trained it) under the checkpoint's name.
+
+    A log that does not end at the card's last epoch is another run's (an earlier
+    training under the same name): it is not kept, and a kept one is dropped with
+    its curve, so no plot shows a model that is no longer shipped."""
     curves.mkdir(parents=True, exist_ok=True)
     for r in rows:
         if r["run"] is None:
             continue
-        log = runs / r["run"] / METRICS_FILE
-        if log.is_file():
+        log, kept = runs / r["run"] / METRICS_FILE, kept_log(curves, r["name"])
+        curve, kept_curve = runs / r["run"] / "curve.png", curves / f"{r['name']}.png"
+        if log.is_file() and last_epoch(log.read_text()) == r["epochs"]:
             packed = gzip.compress(log.read_bytes(), compresslevel=9, mtime=0)
-            kept_log(curves, r["name"]).write_bytes(packed)
-        curve = runs / r["run"] / "curve.png"
-        if curve.is_file():
-            shutil.copyfile(curve, curves / f"{r['name']}.png")
+            kept.write_bytes(packed)
+            if curve.is_file():
+                shutil.copyfile(curve, kept_curve)
+        elif kept.is_file():
+            if last_epoch(gzip.decompress(kept.read_bytes()).decode()) != r["epochs"]:
+                logger.warning("%s: kept log is another run's; dropped", r["name"])
+                kept.unlink()
+                kept_curve.unlink(missing_ok=True)
 
 
 def twins(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -159,9 +177,10 @@ def plot_twins(rows: list[dict[str, Any]], curves: Path) -> list[str]:
     written = []
     for hegnn, egnn in twins(rows):
         logs = {r["architecture"]: kept_log(curves, r["name"]) for r in (hegnn, egnn)}
-        if not all(path.is_file() for path in logs.values()):
-            continue
         png = curves / f"compare-{hegnn['name']}.png"
+        if not all(path.is_file() for path in logs.values()):
+            png.unlink(missing_ok=True)  # an earlier pair's plot
+            continue
         title = f"{hegnn['name']} vs {egnn['name']}"
         if plot_comparison(logs, png, primary_metric(hegnn["task"]), title):
             written.append(png.name)

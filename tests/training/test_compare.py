@@ -83,7 +83,7 @@ def test_the_seed_level_widens_the_interval() -> None:
 
 
 def unboxed(output: str) -> str:
-    """Rich wraps an error inside a box as wide as the terminal: join it back into words."""
+    """Rich wraps an error in a box as wide as the terminal: join it back into words."""
     return " ".join(output.translate(str.maketrans("│╭╮╰╯─", "      ")).split())
 
 

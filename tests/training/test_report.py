@@ -81,8 +81,8 @@ def test_a_seed_shipped_under_another_name_keeps_its_own_run_log(
 ) -> None:
     checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
     _checkpoint(checkpoints, "toy-hegnn", 1, 0.007, run="toy-hegnn-s2")
-    _run_log(runs, "toy-hegnn", [0.05, 0.02])  # seed 0's run, not shipped
-    _run_log(runs, "toy-hegnn-s2", [0.04, 0.007])
+    _run_log(runs, "toy-hegnn", [0.05, 0.02, 0.01, 0.009])  # seed 0's run, not shipped
+    _run_log(runs, "toy-hegnn-s2", [0.04, 0.02, 0.01, 0.007])
     out = tmp_path / "results" / "checkpoints.md"
 
     report(checkpoints=checkpoints, out=out, runs=runs)
@@ -100,3 +100,31 @@ def test_a_committee_does_not_hide_the_twin_pair() -> None:
         {**row, **committee, "run": None},  # as _row marks a committee
     ]
     assert [(h["name"], e["name"]) for h, e in twins(rows)] == [("m-hegnn", "m-egnn")]
+
+
+def test_a_log_of_another_run_is_neither_kept_nor_plotted(tmp_path: Path) -> None:
+    """The card ends at epoch 4: a 3-epoch log under its run's name is an earlier
+    training, and a kept log of that length is dropped with its plots."""
+    checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
+    _checkpoint(checkpoints, "toy-hegnn", 1, 0.007)
+    _checkpoint(checkpoints, "toy-egnn", None, 0.008)
+    _run_log(runs, "toy-hegnn", [0.05, 0.02, 0.01, 0.007])
+    _run_log(runs, "toy-egnn", [0.06, 0.03, 0.012, 0.008])
+    out = tmp_path / "results" / "checkpoints.md"
+    report(checkpoints=checkpoints, out=out, runs=runs)
+    curves = out.parent / "curves"
+    assert (curves / "compare-toy-hegnn.png").is_file()
+
+    shipped = (runs / "toy-egnn" / "metrics.jsonl").read_bytes()
+    _run_log(tmp_path / "later", "toy-egnn", [0.06, 0.03, 0.012])
+    report(checkpoints=checkpoints, out=out, runs=tmp_path / "later")
+    assert gzip.decompress((curves / "toy-egnn.jsonl.gz").read_bytes()) == shipped
+
+    earlier = (tmp_path / "later" / "toy-egnn" / "metrics.jsonl").read_bytes()
+    (curves / "toy-egnn.jsonl.gz").write_bytes(gzip.compress(earlier))
+    (curves / "toy-egnn.png").write_bytes(b"png")
+    report(checkpoints=checkpoints, out=out, runs=tmp_path / "no-runs")
+    assert not (curves / "toy-egnn.jsonl.gz").exists()
+    assert not (curves / "toy-egnn.png").exists()
+    assert not (curves / "compare-toy-hegnn.png").exists()
+    assert "compare-" not in out.read_text()
