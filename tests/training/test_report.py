@@ -39,13 +39,20 @@ def _run_log(runs: Path, name: str, values: list[float]) -> None:
     )
 
 
-def test_report_tables_the_cards_and_plots_each_twin_pair(tmp_path: Path) -> None:
+def _twin_pair(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A HEGNN and its EGNN twin, 4 epochs each, with their run logs; the
+    checkpoints, the runs and the report's path."""
     checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
     _checkpoint(checkpoints, "toy-hegnn", 1, 0.007)
     _checkpoint(checkpoints, "toy-egnn", None, 0.008)
     _run_log(runs, "toy-hegnn", [0.05, 0.02, 0.01, 0.007])
     _run_log(runs, "toy-egnn", [0.06, 0.03, 0.012, 0.008])
     out = tmp_path / "results" / "checkpoints.md"
+    return checkpoints, runs, out
+
+
+def test_report_tables_the_cards_and_plots_each_twin_pair(tmp_path: Path) -> None:
+    checkpoints, runs, out = _twin_pair(tmp_path)
 
     report(checkpoints=checkpoints, out=out, runs=runs)
 
@@ -105,12 +112,7 @@ def test_a_committee_does_not_hide_the_twin_pair() -> None:
 def test_a_log_of_another_run_is_neither_kept_nor_plotted(tmp_path: Path) -> None:
     """The card ends at epoch 4: a 3-epoch log under its run's name is an earlier
     training, and a kept log of that length is dropped with its plots."""
-    checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
-    _checkpoint(checkpoints, "toy-hegnn", 1, 0.007)
-    _checkpoint(checkpoints, "toy-egnn", None, 0.008)
-    _run_log(runs, "toy-hegnn", [0.05, 0.02, 0.01, 0.007])
-    _run_log(runs, "toy-egnn", [0.06, 0.03, 0.012, 0.008])
-    out = tmp_path / "results" / "checkpoints.md"
+    checkpoints, runs, out = _twin_pair(tmp_path)
     report(checkpoints=checkpoints, out=out, runs=runs)
     curves = out.parent / "curves"
     assert (curves / "compare-toy-hegnn.png").is_file()
