@@ -19,7 +19,7 @@ import typer
 
 from hegnn import read_card
 from hegnn_serve.training.metrics import primary_metric
-from hegnn_serve.training.plots import plot_comparison
+from hegnn_serve.training.plots import plot_comparison, read_metrics
 from hegnn_serve.training.train import METRICS_FILE
 
 logger = logging.getLogger(__name__)
@@ -125,10 +125,10 @@ def kept_log(curves: Path, name: str) -> Path:
     return curves / f"{name}{LOG_SUFFIX}"
 
 
-def last_epoch(log: str) -> int | None:
-    """The epoch of a metrics log's last line (None for an empty log)."""
-    lines = log.strip().splitlines()
-    return json.loads(lines[-1]).get("epoch") if lines else None
+def last_epoch(metrics_file: Path) -> int | None:
+    """The epoch of a metrics log's last record (None for an empty log)."""
+    records = read_metrics(metrics_file)
+    return records[-1].get("epoch") if records else None
 
 
 def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
@@ -144,13 +144,13 @@ def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
             continue
         log, kept = runs / r["run"] / METRICS_FILE, kept_log(curves, r["name"])
         curve, kept_curve = runs / r["run"] / "curve.png", curves / f"{r['name']}.png"
-        if log.is_file() and last_epoch(log.read_text()) == r["epochs"]:
+        if log.is_file() and last_epoch(log) == r["epochs"]:
             packed = gzip.compress(log.read_bytes(), compresslevel=9, mtime=0)
             kept.write_bytes(packed)
             if curve.is_file():
                 shutil.copyfile(curve, kept_curve)
         elif kept.is_file():
-            if last_epoch(gzip.decompress(kept.read_bytes()).decode()) != r["epochs"]:
+            if last_epoch(kept) != r["epochs"]:
                 logger.warning("%s: kept log is another run's; dropped", r["name"])
                 kept.unlink()
                 kept_curve.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from hegnn import read_card
 from hegnn_cli import app
 from hegnn_serve.training.compare import two_level_ci
+from tests.conftest import unboxed
 
 from .test_train import ROOT
 
@@ -80,11 +81,6 @@ def test_the_seed_level_widens_the_interval() -> None:
     assert mean == pytest.approx(1.0)
     assert low == pytest.approx(-1.0) and high == pytest.approx(3.0)
     assert two_level_ci(np.full((3, 50), 0.25)) == (0.25, 0.25, 0.25)
-
-
-def unboxed(output: str) -> str:
-    """Rich wraps an error in a box as wide as the terminal: join it back into words."""
-    return " ".join(output.translate(str.maketrans("│╭╮╰╯─", "      ")).split())
 
 
 def test_other_splits_and_single_models_are_refused(tmp_path: Path) -> None:
