@@ -103,7 +103,8 @@ class OptimSection(Frozen):
     scheduler: Literal["none", "constant", "plateau", "cosine"] = Field(
         "none",
         description="lr schedule: none = constant (the same), plateau (× "
-        "plateau_factor after plateau_patience evaluations without gain), cosine",
+        "plateau_factor after plateau_patience evaluations without gain), cosine "
+        "(to zero over max_epochs, or over max_minutes when that ends the run first)",
     )
     plateau_factor: float = Field(0.8, gt=0, lt=1)
     plateau_patience: int = Field(50, ge=1, description="in evaluations")

@@ -56,14 +56,31 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     )
 
 
-def learning_rate(config: TrainConfig, epoch: int, plateau_factor: float) -> float:
-    """Base lr × warm-up ramp × (cosine decay or accumulated plateau factor)."""
+def schedule_progress(config: TrainConfig, epoch: int, elapsed_s: float) -> float:
+    """Fraction of the run's horizon done: epochs of max_epochs, or the wall-clock
+    budget's share when max_minutes ends the run first (whichever is further)."""
+    o = config.optim
+    progress = epoch / o.max_epochs
+    if o.max_minutes:
+        progress = max(progress, elapsed_s / (60 * o.max_minutes))
+    return min(progress, 1.0)
+
+
+def learning_rate(
+    config: TrainConfig, epoch: int, plateau_factor: float, elapsed_s: float = 0.0
+) -> float:
+    """Base lr × warm-up ramp × (cosine decay or accumulated plateau factor).
+
+    Cosine: lr · ½(1 + cos π p), p = ``schedule_progress``, so a budgeted run anneals
+    to zero as its minutes run out instead of stopping at a high lr.
+    """
     o = config.optim
     lr = o.lr * plateau_factor
     if o.warmup_epochs and epoch < o.warmup_epochs:
         lr *= (epoch + 1) / o.warmup_epochs
     if o.scheduler == "cosine":
-        lr *= 0.5 * (1 + math.cos(math.pi * min(epoch / o.max_epochs, 1.0)))
+        p = schedule_progress(config, epoch, elapsed_s)
+        lr *= 0.5 * (1 + math.cos(math.pi * p))
     return lr
 
 
@@ -212,7 +229,7 @@ class Trainer:
 
     def train_epoch(self, loader: DataLoader) -> float:
         self.ddp.train()
-        lr = learning_rate(self.config, self.epoch, self.plateau_factor)
+        lr = learning_rate(self.config, self.epoch, self.plateau_factor, self.elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total, count = 0.0, 0

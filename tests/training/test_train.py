@@ -17,7 +17,7 @@ from hegnn import HEGNNCalculator, load
 from hegnn_serve.training.commands import evaluate_checkpoint
 from hegnn_serve.training.config import load_config
 from hegnn_serve.training.data.nbody import generate_nbody, nbody_protocol
-from hegnn_serve.training.train import run_training
+from hegnn_serve.training.train import learning_rate, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
 HEGNN = str(Path(sys.executable).parent / "hegnn")
@@ -79,6 +79,36 @@ def test_trajectory_training_on_real_md17_frames(tmp_path):
     card = run_training(config, "test")
     assert card["delta_t"] == 100.0 and card["model"]["features"] == "md17-traj"
     assert card["metrics"]["test"]["mse"] < 0.05  # Å², a 50 fs step of ethanol
+
+
+def test_cosine_anneals_to_zero_over_whichever_horizon_ends_the_run_first(tmp_path):
+    budgeted = tiny_config(
+        tmp_path,
+        "force",
+        None,
+        "optim.scheduler=cosine",
+        "optim.lr=0.01",
+        "optim.max_epochs=1000",
+        "optim.max_minutes=30",
+    )
+    assert learning_rate(budgeted, 0, 1.0, 0.0) == pytest.approx(0.01)
+    # Half the minutes gone at epoch 10: the clock sets the phase, not the epochs.
+    assert learning_rate(budgeted, 10, 1.0, 15 * 60) == pytest.approx(0.005)
+    assert learning_rate(budgeted, 20, 1.0, 30 * 60) == pytest.approx(0.0, abs=1e-12)
+    epochs = tiny_config(
+        tmp_path,
+        "force",
+        None,
+        "optim.scheduler=cosine",
+        "optim.lr=0.01",
+        "optim.max_epochs=100",
+        "optim.max_minutes=30",
+    )
+    assert learning_rate(epochs, 50, 1.0, 60.0) == pytest.approx(0.005)
+    plateau = tiny_config(tmp_path, "force", None, "optim.scheduler=plateau")
+    assert learning_rate(plateau, 50, 0.5, 29 * 60) == pytest.approx(
+        0.5 * plateau.optim.lr
+    )
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, nbody_file):
