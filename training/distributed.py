@@ -37,6 +37,16 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def from_main(value: float, device: torch.device) -> float:
+    """Rank 0's value on every rank: a wall clock read per process differs, and the
+    budget stop and a clock-driven lr must agree across ranks."""
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor)
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -149,11 +149,10 @@ def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
             kept.write_bytes(packed)
             if curve.is_file():
                 shutil.copyfile(curve, kept_curve)
-        elif kept.is_file():
-            if last_epoch(kept) != r["epochs"]:
-                logger.warning("%s: kept log is another run's; dropped", r["name"])
-                kept.unlink()
-                kept_curve.unlink(missing_ok=True)
+        elif kept.is_file() and last_epoch(kept) != r["epochs"]:
+            logger.warning("%s: kept log is another run's; dropped", r["name"])
+            kept.unlink()
+            kept_curve.unlink(missing_ok=True)
 
 
 def twins(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -297,7 +297,9 @@ class Trainer:
                     sampler.set_epoch(self.epoch)
                     train_loss = self.train_epoch(loader)
                     self.epoch += 1
-                    self.elapsed = time.perf_counter() - start
+                    self.elapsed = distributed.from_main(
+                        time.perf_counter() - start, self.ctx.device
+                    )
                     record = {
                         "epoch": self.epoch,
                         "train_loss": train_loss,

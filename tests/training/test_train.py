@@ -82,28 +82,13 @@ def test_trajectory_training_on_real_md17_frames(tmp_path):
 
 
 def test_cosine_anneals_to_zero_over_whichever_horizon_ends_the_run_first(tmp_path):
-    budgeted = tiny_config(
-        tmp_path,
-        "force",
-        None,
-        "optim.scheduler=cosine",
-        "optim.lr=0.01",
-        "optim.max_epochs=1000",
-        "optim.max_minutes=30",
-    )
+    cosine = ("optim.scheduler=cosine", "optim.lr=0.01", "optim.max_minutes=30")
+    budgeted = tiny_config(tmp_path, "force", None, *cosine, "optim.max_epochs=1000")
     assert learning_rate(budgeted, 0, 1.0, 0.0) == pytest.approx(0.01)
     # Half the minutes gone at epoch 10: the clock sets the phase, not the epochs.
     assert learning_rate(budgeted, 10, 1.0, 15 * 60) == pytest.approx(0.005)
     assert learning_rate(budgeted, 20, 1.0, 30 * 60) == pytest.approx(0.0, abs=1e-12)
-    epochs = tiny_config(
-        tmp_path,
-        "force",
-        None,
-        "optim.scheduler=cosine",
-        "optim.lr=0.01",
-        "optim.max_epochs=100",
-        "optim.max_minutes=30",
-    )
+    epochs = tiny_config(tmp_path, "force", None, *cosine, "optim.max_epochs=100")
     assert learning_rate(epochs, 50, 1.0, 60.0) == pytest.approx(0.005)
     plateau = tiny_config(tmp_path, "force", None, "optim.scheduler=plateau")
     assert learning_rate(plateau, 50, 0.5, 29 * 60) == pytest.approx(
