@@ -110,20 +110,24 @@ class HEGNN(nn.Module):
         s, e_ij = self.rule.attributes(data, x_ij)
         h = self.embed(s)  # [n, H]   E1
 
+        r, u = self.radial(d)
         v = None
         if self.config.lmax is not None:
-            r0, u = self.radial.initial(d)
+            r0, u0 = (r, u) if self.radial.initial_is_forward else self.radial.initial(d)
             w_ij = self.phi_init.forward_pairwise(h, i, j, r0, e_ij)  # E2
-            if u is not None:
-                w_ij = w_ij * u.unsqueeze(-1)
+            if u0 is not None:
+                w_ij = w_ij * u0.unsqueeze(-1)
             # d_ij > 0: graphs have no self loops and coincident atoms are rejected.
             y_ij = self.sh(x_ij / d.unsqueeze(-1))  # [n_edges, (L+1)^2]
             v = self.aggregate(self.per_degree(w_ij) * y_ij, i, n)  # E3
 
+        # Fixed positions (potentials): one geometry serves every layer, so the
+        # radial basis and its derivatives are built once, not K times.
+        edges = Edges(edge_index, x_ij, torch.cat([e_ij, r], dim=-1), u)
         for k, layer in enumerate(self.layers):
             if k > 0 and self.update_positions:  # x moved: recompute geometry
                 x_ij, d = edge_vectors(x, edge_index, shifts)
-            r, u = self.radial(d)
-            edges = Edges(edge_index, x_ij, torch.cat([e_ij, r], dim=-1), u)
+                r, u = self.radial(d)
+                edges = Edges(edge_index, x_ij, torch.cat([e_ij, r], dim=-1), u)
             h, x, v = layer(h, x, v, edges, vel)
         return h, x, v

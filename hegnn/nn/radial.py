@@ -61,6 +61,8 @@ class BesselRadial(nn.Module):
     ``initial`` is the same (E2 and the layers use one basis).
     """
 
+    initial_is_forward = True  # the backbone reuses forward's output for E2
+
     def __init__(self, r_max: float, num_basis: int = 8, p: int = 6) -> None:
         super().__init__()
         self.num_features = num_basis
@@ -80,6 +82,7 @@ class DistanceRadial(nn.Module):
     E5, no cutoff weight (``None``). Shapes: ``[n_edges]`` -> ``[n_edges, 1]``."""
 
     num_features = 1
+    initial_is_forward = False
 
     def forward(self, d: Tensor) -> tuple[Tensor, None]:
         return (d * d).unsqueeze(-1), None
