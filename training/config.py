@@ -116,6 +116,19 @@ class OptimSection(Frozen):
     )
     energy_weight: float = Field(1.0, ge=0, description="md17-force: per-atom E MSE")
     force_weight: float = Field(100.0, ge=0, description="md17-force: F MSE")
+    stage_two_start: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="fraction of the run (of max_epochs, or of max_minutes when "
+        "that ends it first) after which the stage_two_* settings apply and the "
+        "best-model tracking restarts (MACE's second stage); None = one stage",
+    )
+    stage_two_energy_weight: float = Field(1000.0, ge=0, description="stage two")
+    stage_two_force_weight: float = Field(100.0, ge=0, description="stage two")
+    stage_two_lr: float | None = Field(
+        None, gt=0, description="constant lr of stage two; None = the schedule's"
+    )
 
 
 class TrainConfig(Frozen):

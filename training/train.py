@@ -75,14 +75,21 @@ def schedule_progress(config: TrainConfig, epoch: int, elapsed_s: float) -> floa
 
 
 def learning_rate(
-    config: TrainConfig, epoch: int, plateau_factor: float, elapsed_s: float = 0.0
+    config: TrainConfig,
+    epoch: int,
+    plateau_factor: float,
+    elapsed_s: float = 0.0,
+    stage: int = 1,
 ) -> float:
     """Base lr × warm-up ramp × (cosine decay or accumulated plateau factor).
 
     Cosine: lr · ½(1 + cos π p), p = ``schedule_progress``, so a budgeted run anneals
-    to zero as its minutes run out instead of stopping at a high lr.
+    to zero as its minutes run out instead of stopping at a high lr. Stage two with
+    ``stage_two_lr`` set: that lr, constant.
     """
     o = config.optim
+    if stage == 2 and o.stage_two_lr is not None:
+        return o.stage_two_lr
     lr = o.lr * plateau_factor
     if o.warmup_epochs and epoch < o.warmup_epochs:
         lr *= (epoch + 1) / o.warmup_epochs
@@ -154,6 +161,7 @@ class Trainer:
         self.best_epoch = -1
         self.since_best = 0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.stage = 1
 
     # --- data --------------------------------------------------------------------
     def train_loader(self) -> tuple[DataLoader, DistributedSampler]:
@@ -179,6 +187,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "since_best": self.since_best,
             "best_state": self.best_state,
+            "stage": self.stage,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
@@ -221,6 +230,7 @@ class Trainer:
             "best_state",
         ):
             setattr(self, key, state[key])
+        self.stage = state.get("stage", 1)  # states saved before stage two existed
         logger.info("resumed %s at epoch %d", self.config.name, self.epoch)
         return True
 
@@ -230,14 +240,36 @@ class Trainer:
         if self.task == keys.TASK_DYNAMICS:
             return dynamics_loss(out, batch)
         o = self.config.optim
+        if self.stage == 2:
+            return potential_loss(
+                out, batch, o.stage_two_energy_weight, o.stage_two_force_weight
+            )
         return potential_loss(out, batch, o.energy_weight, o.force_weight)
+
+    def update_stage(self) -> None:
+        """Enter stage two once the run has done ``stage_two_start`` of its horizon.
+
+        The loss weights change there, so the best model is sought afresh.
+        """
+        o = self.config.optim
+        if self.stage == 2 or o.stage_two_start is None:
+            return
+        if schedule_progress(self.config, self.epoch, self.elapsed) >= (
+            o.stage_two_start
+        ):
+            self.stage = 2
+            self.best, self.best_epoch, self.since_best = math.inf, -1, 0
+            logger.info("%s: stage two from epoch %d", self.config.name, self.epoch)
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema else self.model
 
     def train_epoch(self, loader: DataLoader) -> float:
         self.ddp.train()
-        lr = learning_rate(self.config, self.epoch, self.plateau_factor, self.elapsed)
+        self.update_stage()
+        lr = learning_rate(
+            self.config, self.epoch, self.plateau_factor, self.elapsed, self.stage
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total, count = 0.0, 0
@@ -313,6 +345,7 @@ class Trainer:
                         "train_loss": train_loss,
                         "lr": self.optimizer.param_groups[0]["lr"],
                         "elapsed_s": round(self.elapsed, 2),
+                        "stage": self.stage,
                     }
                     out_of_time = bool(
                         o.max_minutes and self.elapsed > 60 * o.max_minutes

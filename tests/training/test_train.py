@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch_geometric.loader import DataLoader
 
 from hegnn import HEGNNCalculator, load
 from hegnn_serve.training.commands import evaluate_checkpoint
 from hegnn_serve.training.config import load_config
 from hegnn_serve.training.data.nbody import generate_nbody, nbody_protocol
-from hegnn_serve.training.train import learning_rate, run_training
+from hegnn_serve.training.metrics import potential_loss
+from hegnn_serve.training.train import Trainer, learning_rate, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
 HEGNN = str(Path(sys.executable).parent / "hegnn")
@@ -94,6 +96,32 @@ def test_cosine_anneals_to_zero_over_whichever_horizon_ends_the_run_first(tmp_pa
     assert learning_rate(plateau, 50, 0.5, 29 * 60) == pytest.approx(
         0.5 * plateau.optim.lr
     )
+
+
+def test_stage_two_changes_loss_weights_and_lr_and_seeks_the_best_model_afresh(
+    tmp_path,
+):
+    stage_two = (
+        "optim.stage_two_start=0.5",  # of max_epochs = 4: epochs 3 and 4
+        "optim.stage_two_lr=0.001",
+        "optim.stage_two_energy_weight=1000",
+        "optim.stage_two_force_weight=1",
+    )
+    config = tiny_config(tmp_path, "force", None, *stage_two)
+    card = run_training(config, "test")
+    log = read_log(config)
+    assert [r["stage"] for r in log] == [1, 1, 2, 2]
+    assert [r["lr"] for r in log] == [0.005, 0.005, 0.001, 0.001]
+    # Validations at epochs 2 and 4; only the stage-two one may be chosen.
+    assert card["metrics"]["best_epoch"] == 4
+
+    trainer = Trainer(config)
+    batch = next(iter(DataLoader(trainer.prepared.splits["train"], batch_size=5)))
+    weights = {1: (1.0, 100.0), 2: (1000.0, 1.0)}  # the tiny config's, then stage two's
+    for stage, (w_e, w_f) in weights.items():
+        trainer.stage = stage
+        expected = potential_loss(trainer.model(batch.clone()), batch, w_e, w_f)
+        assert trainer.loss(batch.clone()).item() == pytest.approx(expected.item())
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, nbody_file):
