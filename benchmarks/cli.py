@@ -26,6 +26,7 @@ from hegnn_serve.benchmarks import md as md_bench
 from hegnn_serve.benchmarks import model as model_bench
 from hegnn_serve.benchmarks import service as service_bench
 from hegnn_serve.benchmarks import soak as soak_bench
+from hegnn_serve.benchmarks import step as step_bench
 from hegnn_serve.benchmarks import train as train_bench
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "soak": soak_bench,
     "batched": batched_bench,
     "train": train_bench,
+    "step": step_bench,
 }
 
 Out = Annotated[Path, typer.Option(help="folder for <bench>-<device>.json/.png")]
@@ -97,6 +99,7 @@ def _config(name: str, quick: bool, **options: Any) -> Any:
         "soak": soak_bench.SoakConfig,
         "batched": batched_bench.BatchedBenchConfig,
         "train": train_bench.TrainBenchConfig,
+        "step": step_bench.StepBenchConfig,
     }[name]
     given = {k: v for k, v in options.items() if v is not None}
     return dataclasses.replace(cls.quick(), **given) if quick else cls(**given)
@@ -181,6 +184,8 @@ SIMPLE_BENCHMARKS = {
     "committee": "A committee's cost against one member (ethanol, batches of 1/8/32).",
     "soak": "64 force clients × 60 s beside a long /md job, small jobs probed "
     "(issue 16).",
+    "step": "One training step of EGNN and HEGNN by batch size: ms per structure, "
+    "s per epoch.",
 }
 
 
@@ -240,6 +245,7 @@ def _print(name: str, payload: dict) -> None:
         "soak": _soak_table,
         "batched": _batched_table,
         "train": _train_table,
+        "step": _step_table,
     }
     tables[name](console, payload["results"])
     targets = Table(title=f"{name}: targets (DESIGN.md §10)")
@@ -354,6 +360,26 @@ def _committee_table(console: Console, results: dict) -> None:
                 f"{_f(r['stacked_ms'])} ({_f(r['stacked_ratio'])}×)",
                 f"{_f(r['looped_ms'])} ({_f(r['looped_ratio'])}×)",
                 f"{r['served_path']}: {_f(r['ratio'])}×",
+            )
+    console.print(table)
+
+
+def _step_table(console: Console, results: dict) -> None:
+    n = results["train_structures"]
+    table = Table(title=f"training step (ms; epoch = {n} training structures)")
+    for column in ("model", "batch", "edges", "step", "per structure", "epoch s", "×"):
+        table.add_column(column)
+    for model, found in results["models"].items():
+        for bs, r in found["batches"].items():
+            ratio = results["ratio_to_egnn"].get(bs, {}).get(model)
+            table.add_row(
+                model,
+                bs,
+                _f(r["edges_per_step"]),
+                _f(r["step_ms"]),
+                _f(r["per_structure_ms"]),
+                _f(r["epoch_s"]),
+                _f(ratio),
             )
     console.print(table)
 

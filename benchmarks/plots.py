@@ -334,7 +334,24 @@ def plot_train(payload: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_step(payload: dict[str, Any], path: Path) -> Path:
+    """ms per structure of a training step against batch size, one line per model."""
+    results = payload["results"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for model, found in results["models"].items():
+        sizes = [int(b) for b in found["batches"]]
+        per = [r["per_structure_ms"] for r in found["batches"].values()]
+        ax.plot(sizes, per, label=model, **_style(model))
+    ax.set(xlabel="batch size (structures)", ylabel="ms per structure", xscale="log")
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(_title(payload, "training step cost by batch size"), fontsize=9)
+    return _save(fig, path)
+
+
 PLOTS = {
+    "step": plot_step,
     "train": plot_train,
     "batched": plot_batched,
     "model": plot_model,

@@ -275,24 +275,28 @@ class Trainer:
         total, count = 0.0, 0
         for batch in loader:
             batch = batch.to(self.ctx.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"epoch {self.epoch}: loss is {float(loss)}; lower optim.lr or "
-                    "set optim.grad_clip"
-                )
-            loss.backward()
-            if self.config.optim.grad_clip:
-                nn.utils.clip_grad_norm_(
-                    self.model.parameters(), self.config.optim.grad_clip
-                )
-            self.optimizer.step()
-            if self.ema:
-                self.ema.update_parameters(self.model)
-            total += float(loss.detach()) * batch.num_graphs
+            total += self.step(batch) * batch.num_graphs
             count += batch.num_graphs
         return total / max(count, 1)
+
+    def step(self, batch) -> float:
+        """One optimisation step on ``batch`` (on the device); returns its loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"epoch {self.epoch}: loss is {float(loss)}; lower optim.lr or "
+                "set optim.grad_clip"
+            )
+        loss.backward()
+        if self.config.optim.grad_clip:
+            nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.config.optim.grad_clip
+            )
+        self.optimizer.step()
+        if self.ema:
+            self.ema.update_parameters(self.model)
+        return float(loss.detach())
 
     def validate(self) -> dict[str, float]:
         return evaluate(

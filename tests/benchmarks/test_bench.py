@@ -108,6 +108,25 @@ def test_bench_committee(tmp_path: Path) -> None:
         assert r["ratio"] == r["stacked_ratio"] > 0
 
 
+def test_bench_step(tmp_path: Path) -> None:
+    """The trainer's real step, timed per batch size; epoch = steps x step time."""
+    results = run_bench("step", tmp_path)
+    n = results["train_structures"]
+    assert n == 30  # md17-force-tiny: 30 training frames
+    assert set(results["models"]) == {"egnn", "hegnn-l1"}
+    for found in results["models"].values():
+        assert found["params"] > 0
+        for bs, r in found["batches"].items():
+            steps = -(-n // int(bs))
+            assert r["step_ms"] > 0 and r["edges_per_step"] > 0
+            # the JSON keeps 6 significant digits: each value within 5e-6 relative
+            exact = pytest.approx(r["step_ms"] / int(bs), rel=1e-5)
+            assert r["per_structure_ms"] == exact
+            assert r["epoch_s"] == pytest.approx(r["step_ms"] * steps / 1e3, rel=1e-5)
+    assert set(results["ratio_to_egnn"]) == {"1", "5"}
+    assert all(r["hegnn-l1"] > 0 for r in results["ratio_to_egnn"].values())
+
+
 def test_bench_batched(tmp_path: Path) -> None:
     results = run_bench("batched", tmp_path)
     assert list(results["settings"]) == ["aspirin-x1", "aspirin-x2"]
