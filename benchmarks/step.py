@@ -38,8 +38,8 @@ class StepBenchConfig:
     config: Path = ROOT / "configs" / "md17-ff-aspirin.yaml"
     models: tuple[str, ...] = ("egnn", "hegnn-l3")
     batch_sizes: tuple[int, ...] = (1, 2, 5, 10, 20)
-    rounds: int = 10
-    budget_s: float = 15.0  # per model and batch size
+    rounds: int = 20
+    budget_s: float = 30.0  # per model and batch size
 
     @classmethod
     def quick(cls) -> "StepBenchConfig":

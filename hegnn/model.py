@@ -113,9 +113,9 @@ class HEGNN(nn.Module):
         r, u = self.radial(d)
         v = None
         if self.config.lmax is not None:
-            r0, u0 = (
-                (r, u) if self.radial.initial_is_forward else self.radial.initial(d)
-            )
+            r0, u0 = (r, u)
+            if not self.radial.initial_is_forward:  # E2 has its own features
+                r0, u0 = self.radial.initial(d)
             w_ij = self.phi_init.forward_pairwise(h, i, j, r0, e_ij)  # E2
             if u0 is not None:
                 w_ij = w_ij * u0.unsqueeze(-1)

@@ -50,7 +50,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     o = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
     # foreach: one multi-tensor kernel per update stage instead of one per parameter
-    # (torch picks it only on CUDA); the step of a 4 x 64 HEGNN takes ~2x less CPU time.
+    # (torch picks it only on CUDA); a 4 x 64 HEGNN's Adam step: 1.4-2.6x less CPU.
     if o.optimizer == "adamw":
         return torch.optim.AdamW(
             params, lr=o.lr, weight_decay=o.weight_decay, foreach=True
