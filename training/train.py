@@ -240,11 +240,10 @@ class Trainer:
         if self.task == keys.TASK_DYNAMICS:
             return dynamics_loss(out, batch)
         o = self.config.optim
+        weights = (o.energy_weight, o.force_weight)
         if self.stage == 2:
-            return potential_loss(
-                out, batch, o.stage_two_energy_weight, o.stage_two_force_weight
-            )
-        return potential_loss(out, batch, o.energy_weight, o.force_weight)
+            weights = (o.stage_two_energy_weight, o.stage_two_force_weight)
+        return potential_loss(out, batch, *weights)
 
     def update_stage(self) -> None:
         """Enter stage two once the run has done ``stage_two_start`` of its horizon.
