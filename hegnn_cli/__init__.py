@@ -29,6 +29,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "hegnn_serve.training.study:study",
         "Train models × seeds on one config and report test MSE with bootstrap CIs.",
     ),
+    "ablate": LazyCommand(
+        "hegnn_serve.training.ablation:ablate",
+        "Train a config and variants of it side by side per seed; compare on val.",
+    ),
     "report": LazyCommand(
         "hegnn_serve.training.report:report",
         "Write the shipped models' metrics table (Markdown + JSON) and their curves.",

@@ -70,12 +70,16 @@ class Run:
     def done(self) -> bool:
         return (self.checkpoint / "card.json").is_file()
 
-    def overrides(self, max_minutes: float | None, max_epochs: int | None) -> list[str]:
+    def model_overrides(self) -> list[str]:
+        """The ``--set`` items that make this run's variant: its model's degree."""
         lmax = model_lmax(self.model)
+        return [f"model.lmax={'null' if lmax is None else lmax}"]
+
+    def overrides(self, max_minutes: float | None, max_epochs: int | None) -> list[str]:
         out = [
             f"name={self.name}",
             f"seed={self.seed}",
-            f"model.lmax={'null' if lmax is None else lmax}",
+            *self.model_overrides(),
             f"run_dir={self.run_root}",
             f"checkpoint_dir={self.run_root / 'checkpoints'}",
             "device=cpu",
