@@ -148,6 +148,8 @@ def summarise(
     base = by_arm[BASELINE]
     out: dict[str, Any] = {}
     for arm, runs in by_arm.items():
+        if not runs:  # --report-only before any of its runs finished
+            continue
         seeds = sorted(runs)
         entry: dict[str, Any] = {
             "sets": list(arms[arm]),
