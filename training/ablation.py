@@ -14,6 +14,7 @@ Runs resume and finished runs are skipped, as in ``hegnn study``.
 import json
 import logging
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,7 +280,7 @@ def ablate(
         runs = plan(config, ablation, arms, seed_list, run_root)
     except (ValueError, FileNotFoundError, yaml.YAMLError) as err:
         raise typer.BadParameter(str(err)) from err
-    command = " ".join(["hegnn", *sys.argv[1:]])
+    command = shlex.join(["hegnn", *sys.argv[1:]])
     if not report_only:
         codes = execute(config, runs, jobs or len(arms) + 1, max_minutes, max_epochs)
         failed = [n for n, c in codes.items() if c]
