@@ -26,7 +26,16 @@ import yaml
 
 from hegnn import keys
 from hegnn_serve.training.config import load_config
-from hegnn_serve.training.study import Run, execute
+from hegnn_serve.training.study import (
+    MaxEpochsOption,
+    MaxMinutesOption,
+    ReportFolderOption,
+    ReportOnlyOption,
+    Run,
+    RunRootOption,
+    SeedsOption,
+    execute,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -249,15 +258,13 @@ def ablate(
     arm: Annotated[
         list[str],
         typer.Option(
-            help="'NAME: key=value [key=value ...]': the config with these --set "
+            help="'NAME: key=value key=value ...': the config with these --set "
             "items (repeatable; the unchanged config is the arm 'config')"
         ),
     ],
-    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1,2",
-    max_minutes: Annotated[
-        float | None, typer.Option(help="wall-clock budget per run (minutes)")
-    ] = None,
-    max_epochs: Annotated[int | None, typer.Option(help="epoch cap per run")] = None,
+    seeds: SeedsOption = "0,1,2",
+    max_minutes: MaxMinutesOption = None,
+    max_epochs: MaxEpochsOption = None,
     jobs: Annotated[
         int | None,
         typer.Option(min=1, help="runs in parallel (default: the number of arms)"),
@@ -265,11 +272,9 @@ def ablate(
     name: Annotated[
         str | None, typer.Option(help="ablation name (default: the config's stem)")
     ] = None,
-    run_root: Annotated[Path, typer.Option(help="runs and checkpoints")] = Path("runs"),
-    out: Annotated[Path, typer.Option(help="report folder")] = Path("docs/results"),
-    report_only: Annotated[
-        bool, typer.Option(help="only write the report from finished runs")
-    ] = False,
+    run_root: RunRootOption = Path("runs"),
+    out: ReportFolderOption = Path("docs/results"),
+    report_only: ReportOnlyOption = False,
 ) -> None:
     """Train a config and variants of it side by side per seed; compare on val."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

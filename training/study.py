@@ -592,25 +592,34 @@ def ship(
     return dest
 
 
+# Options shared by the commands that run seeds of a config (study, ablate).
+SeedsOption = Annotated[str, typer.Option(help="comma-separated seeds")]
+MaxMinutesOption = Annotated[
+    float | None, typer.Option(help="wall-clock budget per run (minutes)")
+]
+MaxEpochsOption = Annotated[int | None, typer.Option(help="epoch cap per run")]
+RunRootOption = Annotated[Path, typer.Option(help="runs and checkpoints")]
+ReportFolderOption = Annotated[Path, typer.Option(help="report folder")]
+ReportOnlyOption = Annotated[
+    bool, typer.Option(help="only write the report from finished runs")
+]
+
+
 def study(
     config: Annotated[Path, typer.Argument(help="training config YAML")],
-    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1,2",
+    seeds: SeedsOption = "0,1,2",
     models: Annotated[
         str, typer.Option(help="comma-separated: egnn, hegnn-lK")
     ] = DEFAULT_MODELS,
-    max_minutes: Annotated[
-        float | None, typer.Option(help="wall-clock budget per run (minutes)")
-    ] = None,
-    max_epochs: Annotated[int | None, typer.Option(help="epoch cap per run")] = None,
+    max_minutes: MaxMinutesOption = None,
+    max_epochs: MaxEpochsOption = None,
     jobs: Annotated[int, typer.Option(min=1, help="runs in parallel")] = 2,
     name: Annotated[
         str | None, typer.Option(help="study name (default: the config's stem)")
     ] = None,
-    run_root: Annotated[Path, typer.Option(help="runs and checkpoints")] = Path("runs"),
-    out: Annotated[Path, typer.Option(help="report folder")] = Path("docs/results"),
-    report_only: Annotated[
-        bool, typer.Option(help="only write the report from finished runs")
-    ] = False,
+    run_root: RunRootOption = Path("runs"),
+    out: ReportFolderOption = Path("docs/results"),
+    report_only: ReportOnlyOption = False,
     ship_: Annotated[
         list[str] | None,
         typer.Option(
