@@ -37,8 +37,6 @@ from hegnn_serve.training.study import (
     execute,
 )
 
-logger = logging.getLogger(__name__)
-
 BASELINE = "config"
 ARM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 RESERVED_KEYS = ("name", "seed", "run_dir", "checkpoint_dir", "device")
@@ -168,6 +166,7 @@ def summarise(
             "best_epoch": [runs[s]["best_epoch"] for s in seeds],
             "wall_min": [runs[s]["wall_min"] for s in seeds],
         }
+        paired = [s for s in seeds if s in base] if arm != BASELINE else []
         for split in ("val", "test"):
             for m in names:
                 values = [runs[s][split].get(m) for s in seeds]
@@ -175,8 +174,7 @@ def summarise(
                 if None in values:
                     continue
                 entry[f"{split}_{m}_mean"] = float(np.mean(values))
-                paired = [s for s in seeds if s in base]
-                if arm != BASELINE and paired:
+                if paired:
                     entry[f"{split}_{m}_minus_config"] = paired_t(
                         [runs[s][split][m] - base[s][split][m] for s in paired]
                     )
