@@ -156,7 +156,10 @@ def train(
     mace_path: MacePath = None,
     keep_earlier: Annotated[
         bool,
-        typer.Option(help="keep the other budgets of OUT/train-cpu.json (same config)"),
+        typer.Option(
+            help="keep OUT/train-cpu.json's results of the budgets and models "
+            "not trained now (same config)"
+        ),
     ] = True,
 ) -> None:
     """Equal-budget training: EGNN, HEGNN and MACE on one force-field split.

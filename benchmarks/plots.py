@@ -308,11 +308,11 @@ def plot_train(payload: dict[str, Any], path: Path) -> Path:
         mae = [budgets[b][model]["test"]["force_mae_mev_per_a"] for b in trained]
         left.plot([float(b) for b in trained], mae, label=model, **_style(model))
         curve = budgets[list(budgets)[-1]].get(model, {}).get("curve", [])
-        ms = timing.get(model, {}).get("ms", float("nan"))
+        ms = timing.get(model, {}).get("ms")
         right.plot(
             [c["minutes"] for c in curve],
             [c["val_force_mae"] for c in curve],
-            label=f"{model} (E+F {ms:.1f} ms)",
+            label=model if ms is None else f"{model} (E+F {ms:.1f} ms)",
             color=_style(model)["color"],
         )
     left.set(

@@ -230,29 +230,56 @@ def targets(results: dict[str, Any]) -> list[Target]:
     return out
 
 
-def earlier_budgets(cfg: TrainBenchConfig) -> tuple[dict[str, Any], str | None]:
-    """Budgets of ``cfg.keep_from`` that this run does not train (same training
-    config and seed), each model marked with the earlier run; and a note."""
+def earlier_results(cfg: TrainBenchConfig) -> tuple[dict[str, Any], str | None]:
+    """Results of ``cfg.keep_from`` (same training config and seed) for every budget
+    and model this run does not train, each marked with the run that trained it;
+    and a note naming them. A model can so train at a budget in a later session
+    without dropping the other models' results at that budget."""
     if cfg.keep_from is None or not cfg.keep_from.is_file():
         return {}, None
     earlier = json.loads(cfg.keep_from.read_text())
     same = Path(earlier["config"]["config"]).name == cfg.config.name
     if not same or earlier["config"]["seed"] != cfg.seed:
         return {}, None
-    now = {f"{b:g}" for b in cfg.budgets_min}
-    stamp = {"date": earlier["date"], "commit": earlier["machine"]["commit"]}
-    kept = {
-        budget: {model: {**r, "earlier_run": stamp} for model, r in found.items()}
-        for budget, found in earlier["results"]["budgets"].items()
-        if budget not in now
-    }
+    now = {(f"{b:g}", r.model) for b in cfg.budgets_min for r in plan(cfg, b)}
+    machine = earlier["machine"]
+    stamp = {"date": earlier["date"], **{k: machine[k] for k in ("commit", "cpu")}}
+    kept: dict[str, dict[str, Any]] = {}
+    for budget, found in earlier["results"]["budgets"].items():
+        for model, r in found.items():
+            if (budget, model) not in now and "failed" not in r:
+                # a result carried over before keeps the stamp of the run that made it
+                kept.setdefault(budget, {})[model] = {"earlier_run": stamp, **r}
     if not kept:
         return {}, None
-    return kept, (
-        f"budgets {', '.join(kept)} min kept from an earlier run ({stamp['date']}, "
-        f"{stamp['commit']}, same config and split); inference timed on this "
-        "run's models"
-    )
+    origins: dict[str, list[str]] = {}
+    for budget, found in kept.items():
+        for model, r in found.items():
+            by = r["earlier_run"]
+            origin = ", ".join(by[k] for k in ("date", "commit", "cpu") if k in by)
+            origins.setdefault(origin, []).append(f"{model} {budget} min")
+    listed = [f"{', '.join(what)} ({origin})" for origin, what in origins.items()]
+    return kept, f"kept from earlier runs (same config, split): {'; '.join(listed)}"
+
+
+def merged(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Budget -> model -> result from several runs, budgets by size, models by name."""
+    budgets: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for budget, found in part.items():
+            budgets.setdefault(budget, {}).update(found)
+    return {b: dict(sorted(budgets[b].items())) for b in sorted(budgets, key=float)}
+
+
+def latest_folders(results: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each model's checkpoint at the largest budget that trained it, if its
+    folder is on this machine (results kept from another machine may not be)."""
+    folders: dict[str, str] = {}
+    for found in results.values():  # budgets ascending: the last one wins
+        for model, r in found.items():
+            if "failed" not in r and Path(r["folder"]).exists():
+                folders[model] = r["folder"]
+    return folders
 
 
 def run(cfg: TrainBenchConfig, device: torch.device) -> dict[str, Any]:
@@ -272,29 +299,34 @@ def run(cfg: TrainBenchConfig, device: torch.device) -> dict[str, Any]:
             "split": "the config's data.sizes and data.seed (hegnn train's split)",
         },
     )
-    results: dict[str, dict[str, Any]] = {}
+    trained: dict[str, dict[str, Any]] = {}
     for budget in cfg.budgets_min:
         runs = plan(cfg, budget)
         codes = execute(cfg.config, runs, cfg.jobs, budget, None)
-        results[f"{budget:g}"] = {
+        trained[f"{budget:g}"] = {
             r.model: outcome(r)
             if r.done
             else {"failed": f"exit code {codes[r.name]}; see {r.run_dir}/study.log"}
             for r in runs
         }
-    last = results[f"{cfg.budgets_min[-1]:g}"]
-    trained = {m: r["folder"] for m, r in last.items() if "failed" not in r}
-    timing = time_models(cfg, trained)
-    kept, note = earlier_budgets(cfg)
+    kept, note = earlier_results(cfg)
     if note:
         run_.notes.append(note)
-    results = dict(sorted({**kept, **results}.items(), key=lambda b: float(b[0])))
+    results = merged(kept, trained)
+    folders = latest_folders(results)
+    timing = time_models(cfg, folders)
+    untimed = sorted({m for found in results.values() for m in found} - set(folders))
+    if untimed:
+        run_.notes.append(
+            f"inference not timed for {', '.join(untimed)}: "
+            "no checkpoint of theirs on this machine"
+        )
     for budget, found in results.items():
         for model, r in found.items():
             if "failed" in r:
                 run_.notes.append(f"{model} at {budget} min failed: {r['failed']}")
-    if cfg.mace_path is None:
-        run_.notes.append("MACE not trained (give --mace-path)")
+    if cfg.mace_path is None and MACE in cfg.models:
+        run_.notes.append("MACE not trained in this run (give --mace-path)")
     run_.notes += [
         "one seed per model and budget: an anecdote, not a ranking with a CI",
         "budget = wall clock of the whole training, validation included; "
