@@ -194,7 +194,9 @@ def time_models(cfg: TrainBenchConfig, folders: dict[str, str]) -> dict[str, Any
         graph = prepare(load_config(cfg.config)).splits["test"][0]
         calls = {n: checkpoint_call(Path(f), graph) for n, f in folders.items()}
         return timings(calls, cfg.timing_rounds, cfg.timing_budget_s)
-    args = ["--config", str(cfg.config), "--time", *folders.values()]
+    # the MACE interpreter runs in the repository root: absolute paths only
+    paths = [str(Path(f).resolve()) for f in folders.values()]
+    args = ["--config", str(cfg.config.resolve()), "--time", *paths]
     args += ["--names", *folders, "--rounds", str(cfg.timing_rounds)]
     args += ["--budget-s", str(cfg.timing_budget_s)]
     return run_in_mace(
