@@ -105,7 +105,13 @@ def plan(
 ) -> list[Run]:
     for m in models:
         model_lmax(m)
-    load_config(config)  # fail early on a bad config
+    task = load_config(config).task  # fail early on a bad config
+    if task == "md17-force":  # refused before training, not after it
+        raise ValueError(
+            f"{config}: task md17-force; hegnn study reports trajectory MSE. Train "
+            "force-field seeds with `hegnn train --set seed=N` or `hegnn ablate`, "
+            "compare committees with `hegnn compare`"
+        )
     return [Run(study, m, s, run_root / study) for m in models for s in seeds]
 
 

@@ -1,6 +1,7 @@
 """`hegnn study`: bootstrap CI, report, and a 2-run study end to end on tiny data."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from hegnn_serve.training.study import (
     ship,
     summarise,
 )
+from tests.conftest import unboxed
 
 
 def test_model_names() -> None:
@@ -171,3 +173,15 @@ def test_study_end_to_end(tmp_path) -> None:
     assert card.name == "mini-hegnn" and card.model_extra["study"]["seed"] == 0
     assert card.model_extra["study"]["statistics"]["vs_egnn"]["ci95"]
     assert (tmp_path / "c" / "mini-hegnn.jsonl.gz").is_file()
+
+
+def test_study_refuses_a_force_field_config_before_training(tmp_path) -> None:
+    """`hegnn study` reports trajectory MSE: a force-field config is refused at once,
+    not after hours of training when the report cannot be made."""
+    config = Path(__file__).parents[2] / "configs" / "md17-force-tiny.yaml"
+    args = ["study", str(config), "--run-root", str(tmp_path / "runs")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    message = unboxed(result.output)
+    assert result.exit_code == 2
+    assert "task md17-force" in message and "hegnn compare" in message
+    assert not (tmp_path / "runs").exists()
