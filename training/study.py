@@ -24,6 +24,8 @@ import numpy as np
 import typer
 import yaml
 
+from hegnn import keys
+from hegnn.rules import RULES
 from hegnn_serve.training.config import TrainConfig, load_config
 
 logger = logging.getLogger(__name__)
@@ -105,12 +107,13 @@ def plan(
 ) -> list[Run]:
     for m in models:
         model_lmax(m)
-    task = load_config(config).task  # fail early on a bad config
-    if task == "md17-force":  # refused before training, not after it
+    loaded = load_config(config)  # fail early on a bad config
+    rule = RULES[loaded.data.features]
+    if rule.task != keys.TASK_DYNAMICS:  # refused before training, not after it
         raise ValueError(
-            f"{config}: task md17-force; hegnn study reports trajectory MSE. Train "
-            "force-field seeds with `hegnn train --set seed=N` or `hegnn ablate`, "
-            "compare committees with `hegnn compare`"
+            f"{config}: task {loaded.task} trains a {rule.task} model; hegnn study "
+            "reports trajectory MSE. Train force-field seeds with `hegnn train --set "
+            "seed=N` or `hegnn ablate`, compare committees with `hegnn compare`"
         )
     return [Run(study, m, s, run_root / study) for m in models for s in seeds]
 
