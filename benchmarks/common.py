@@ -238,8 +238,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def mace_pythonpath(mace_path: Path) -> str:
-    """PYTHONPATH of a MACE interpreter: the overlay first, then this checkout."""
-    return os.pathsep.join([str(mace_path), str(ROOT)])
+    """PYTHONPATH of a MACE interpreter: the overlay first, then this checkout.
+    Absolute, as :func:`run_in_mace` runs in the repository root."""
+    return os.pathsep.join([str(mace_path.resolve()), str(ROOT)])
 
 
 def run_in_mace(mace_path: Path, module: str, args: list[str], timeout: float) -> Any:
