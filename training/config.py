@@ -114,6 +114,12 @@ class OptimSection(Frozen):
     early_stop_patience: int | None = Field(
         None, ge=1, description="evaluations without improvement before stopping"
     )
+    min_lr: float | None = Field(
+        None,
+        gt=0,
+        description="plateau: stop once the schedule takes the lr below this "
+        "(NequIP's early_stopping_lower_bounds LR); None = never",
+    )
     energy_weight: float = Field(1.0, ge=0, description="md17-force: per-atom E MSE")
     force_weight: float = Field(100.0, ge=0, description="md17-force: F MSE")
     stage_two_start: float | None = Field(

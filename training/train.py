@@ -34,8 +34,14 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
-# Fields that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {("optim", "max_epochs"), ("optim", "max_minutes")}
+# Fields that may change between an interrupted run and its resumption: the stop
+# rules, which leave the trajectory up to the stop unchanged.
+RESUMABLE_CHANGES = {
+    ("optim", "max_epochs"),
+    ("optim", "max_minutes"),
+    ("optim", "min_lr"),
+    ("optim", "early_stop_patience"),
+}
 
 
 class Interrupted(Exception):
@@ -126,6 +132,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, command: str = "") -> None:
         self.config = config
         self.command = command
+        self.commands = [command]  # every command of a resumed run, in order
         self.ctx = distributed.setup(config.device)
         self.dtype = getattr(torch, config.dtype)
         self.run_dir = config.run_dir / config.name
@@ -160,6 +167,7 @@ class Trainer:
         self.best = math.inf
         self.best_epoch = -1
         self.since_best = 0
+        self.stop_reason = ""
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stage = 1
 
@@ -188,6 +196,7 @@ class Trainer:
             "since_best": self.since_best,
             "best_state": self.best_state,
             "stage": self.stage,
+            "commands": self.commands,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
@@ -231,6 +240,7 @@ class Trainer:
         ):
             setattr(self, key, state[key])
         self.stage = state.get("stage", 1)  # states saved before stage two existed
+        self.commands = [*state.get("commands", []), self.command]
         logger.info("resumed %s at epoch %d", self.config.name, self.epoch)
         return True
 
@@ -316,7 +326,18 @@ class Trainer:
         self.since_best += 1
         if o.scheduler == "plateau" and self.since_best % o.plateau_patience == 0:
             self.plateau_factor *= o.plateau_factor
-        return bool(o.early_stop_patience and self.since_best >= o.early_stop_patience)
+        return self.stop_rule_met()
+
+    def stop_rule_met(self) -> bool:
+        """min_lr or early_stop_patience reached; sets ``stop_reason``. Checked
+        after each validation and on resumption, so rerunning a stopped run's
+        command only writes its checkpoint again."""
+        o = self.config.optim
+        if o.min_lr and o.lr * self.plateau_factor < o.min_lr:
+            self.stop_reason = f"lr below min_lr {o.min_lr:g}"
+        elif o.early_stop_patience and self.since_best >= o.early_stop_patience:
+            self.stop_reason = "early stop"
+        return bool(self.stop_reason)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.ctx.is_main:
@@ -336,7 +357,7 @@ class Trainer:
         )
         try:
             with progress:
-                while self.epoch < o.max_epochs:
+                while self.epoch < o.max_epochs and not self.stop_rule_met():
                     sampler.set_epoch(self.epoch)
                     train_loss = self.train_epoch(loader)
                     self.epoch += 1
@@ -370,12 +391,13 @@ class Trainer:
                         info=f"loss {train_loss:.4g} best {self.best:.4g}",
                     )
                     if stop or out_of_time:
+                        self.stop_reason = self.stop_reason if stop else "time budget"
                         logger.info(
-                            "stopping at epoch %d (%s)",
-                            self.epoch,
-                            "early stop" if stop else "time budget",
+                            "stopping at epoch %d (%s)", self.epoch, self.stop_reason
                         )
                         break
+                else:  # the loop's condition ended it
+                    self.stop_reason = self.stop_reason or "max_epochs"
         except (KeyboardInterrupt, Interrupted):
             logger.warning(
                 "interrupted at epoch %d; state saved in %s (rerun the "
@@ -422,6 +444,8 @@ class Trainer:
             "metrics": metrics,
             "training": {
                 "command": self.command,
+                "commands": self.commands,
+                "stopped_by": self.stop_reason,
                 "config": self.config.model_dump(mode="json"),
                 "device": str(self.ctx.device)
                 if self.ctx.device.type == "cpu"

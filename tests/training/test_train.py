@@ -65,6 +65,7 @@ def test_nbody_training_learns_and_eval_reproduces_validation(tmp_path, nbody_fi
 def test_force_field_training_gives_a_working_calculator(tmp_path):
     config = tiny_config(tmp_path, "force")
     card = run_training(config, "test")
+    assert card["training"]["stopped_by"] == "max_epochs"
     assert card["model"]["species"] == [1, 6, 8]
     assert set(card["normalisation"]) >= {"atomic_energies", "avg_num_neighbors"}
     from ase.io import read
@@ -98,6 +99,32 @@ def test_cosine_anneals_to_zero_over_whichever_horizon_ends_the_run_first(tmp_pa
     )
 
 
+def test_plateau_stops_once_the_lr_falls_below_min_lr(tmp_path):
+    plateau = (
+        "optim.scheduler=plateau",
+        "optim.lr=0.01",
+        "optim.plateau_factor=0.5",
+        "optim.plateau_patience=1",
+        "optim.min_lr=0.003",
+    )
+    config = tiny_config(tmp_path, "force", None, *plateau)
+    trainer = Trainer(config, "hegnn train first")
+    val = [1.0, 2.0, 2.0]  # a gain, then two without: lr 0.01 -> 0.005 -> 0.0025
+    stops = [trainer.after_validation({"force_mae_mev_per_a": v}) for v in val]
+    assert stops == [False, False, True]
+    assert config.optim.lr * trainer.plateau_factor == pytest.approx(0.0025)
+    trainer.save_state()
+    # Rerunning the command of a stopped run trains no further; the card says why
+    # it stopped and lists both commands.
+    again = Trainer(config, "hegnn train again")
+    assert again.try_resume()
+    again.fit()
+    card = again.finish()
+    assert again.epoch == 0 and card["metrics"]["best_epoch"] == 0
+    assert card["training"]["stopped_by"] == "lr below min_lr 0.003"
+    assert card["training"]["commands"] == ["hegnn train first", "hegnn train again"]
+
+
 def test_stage_two_changes_loss_weights_and_lr_and_seeks_the_best_model_afresh(
     tmp_path,
 ):
@@ -129,7 +156,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, nbody_f
     run_training(straight, "test")
     first = tiny_config(tmp_path / "b", "nbody", nbody_file, "optim.max_epochs=4")
     run_training(first, "test")
-    resumed = tiny_config(tmp_path / "b", "nbody", nbody_file)
+    # Stop rules may change on resumption; they leave the trajectory alone.
+    resumed = tiny_config(tmp_path / "b", "nbody", nbody_file, "optim.min_lr=1e-9")
     run_training(resumed, "test")
     a = load_file(straight.checkpoint_dir / straight.name / "model.safetensors")
     b = load_file(resumed.checkpoint_dir / resumed.name / "model.safetensors")
