@@ -136,6 +136,21 @@ class OptimSection(Frozen):
         None, gt=0, description="constant lr of stage two; None = the schedule's"
     )
 
+    @model_validator(mode="after")
+    def _min_lr_ends_a_plateau_run(self) -> "OptimSection":
+        if self.min_lr is None:
+            return self
+        if self.scheduler != "plateau":
+            raise ValueError(
+                f"min_lr: stops a plateau schedule; scheduler is {self.scheduler!r}"
+            )
+        if self.min_lr >= self.lr:
+            raise ValueError(
+                f"min_lr: {self.min_lr:g} is not below lr {self.lr:g}; the run "
+                "would stop before its first epoch"
+            )
+        return self
+
 
 class TrainConfig(Frozen):
     """A full training run: ``hegnn train --config X.yaml --set optim.lr=1e-3``."""

@@ -67,6 +67,18 @@ def test_unknown_fields_are_named() -> None:
         load_config(TINY["nbody"], ["task=md17"])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        (["optim.min_lr=1e-4"], "stops a plateau schedule; scheduler is 'none'"),
+        (["optim.scheduler=plateau", "optim.min_lr=0.01"], "not below lr 0.005"),
+    ],
+)
+def test_min_lr_is_checked_against_the_schedule(overrides, problem) -> None:
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        load_config(TINY["md17-force"], overrides)
+
+
 def test_model_section_is_the_architecture() -> None:
     config = load_config(TINY["md17-traj"], ["model.envelope_p=5"])
     assert config.model.envelope_p == 5  # dropped by the old hand-copied section
