@@ -39,7 +39,12 @@ from scipy.stats import spearmanr
 from torch_geometric.data import Batch
 
 from hegnn import keys, load, make_graph_data, read_card, save_committee
-from hegnn.checkpoint import CARD_FILE, add_card_metrics, copy_checkpoint
+from hegnn.checkpoint import (
+    CARD_FILE,
+    add_card_metrics,
+    copy_checkpoint,
+    members_sha256,
+)
 from hegnn.structure import StructureInput, centred
 from hegnn_serve.training.commands import evaluate_checkpoint
 from hegnn_serve.training.config import stored_config
@@ -156,7 +161,8 @@ def subset(frames: MD17Frames, index: np.ndarray) -> MD17Frames:
 
 def ship_best(members: list[Path], target: Path, command: str) -> dict[str, Any]:
     """Copy the member with the lowest validation force MAE to ``target`` (named
-    after it); returns the ``selection`` written to its card."""
+    after it); returns the ``selection`` written to its card. Checks measured on
+    the target since it was shipped (``nve``, ``eval_*``) stay if the weights do."""
     cards = {m: read_card(m) for m in members}
     scores = {m: cards[m].metrics["val"][SELECTION_METRIC] for m in members}
     best = min(members, key=scores.__getitem__)
@@ -167,19 +173,30 @@ def ship_best(members: list[Path], target: Path, command: str) -> dict[str, Any]
         "candidates": {m.name: scores[m] for m in members},
         "command": command,
     }
+    kept = measured_on_same_weights(target, cards[best].weights_sha256)
     copy_checkpoint(best, target, name=target.name, selection=selection)
+    for key, value in kept.items():
+        add_card_metrics(target, key, value)
     return selection
+
+
+def measured_on_same_weights(target: Path, weights_sha256: str) -> dict[str, Any]:
+    """The ``nve`` and ``eval_*`` metrics in ``target``'s card if it holds these
+    weights, else none: they were measured on other weights."""
+    if not (target / CARD_FILE).is_file():
+        return {}
+    card = json.loads((target / CARD_FILE).read_text())
+    if card.get("weights_sha256") != weights_sha256:
+        return {}
+    metrics = card.get("metrics", {})
+    return {k: v for k, v in metrics.items() if k == "nve" or k.startswith("eval_")}
 
 
 def nve_of_same_weights(out: Path, members: list[Path]) -> dict[str, Any] | None:
     """The NVE check in the card at ``out`` if that committee has ``members``'
     weights (recalibration in place), else None: a new member makes it stale."""
-    if not (out / CARD_FILE).is_file():
-        return None
-    card = json.loads((out / CARD_FILE).read_text())
-    old = [m["weights_sha256"] for m in card.get("committee", {}).get("members", [])]
-    new = [read_card(m).weights_sha256 for m in members]
-    return card.get("metrics", {}).get("nve") if old == new else None
+    hashes = [read_card(m).weights_sha256 for m in members]
+    return measured_on_same_weights(out, members_sha256(hashes)).get("nve")
 
 
 def calibrate(

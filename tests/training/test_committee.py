@@ -91,20 +91,23 @@ def test_committee_command_writes_a_calibrated_checkpoint(
 def test_a_committee_is_recalibrated_in_place(
     members: list[Path], tmp_path: Path
 ) -> None:
-    """Members given from inside the committee stay, and so does the card's NVE
-    check; decorrelated --md frames."""
-    out = tmp_path / "tiny-committee"
+    """Members given from inside the committee stay, and so do the NVE checks of
+    the committee and of its shipped best member; decorrelated --md frames."""
+    out, best = tmp_path / "tiny-committee", tmp_path / "tiny-best"
     args = ["committee", *[a for m in members for a in ("--member", str(m))]]
     args += ["--out", str(out), "--report", str(tmp_path / "report")]
-    assert CliRunner().invoke(app, args).exit_code == 0
+    assert CliRunner().invoke(app, [*args, "--best-to", str(best)]).exit_code == 0
     add_card_metrics(out, "nve", {"stable": True})
+    measured = {"nve": {"stable": True}, "eval_test": {"n": 10}}
+    for key, value in measured.items():
+        add_card_metrics(best, key, value)
     weights = {
         m.name: (out / m.name / "model.safetensors").read_bytes() for m in members
     }
     args = ["committee", *[a for m in members for a in ("--member", str(out / m.name))]]
     args += ["--out", str(out), "--report", str(tmp_path / "report")]
     args += ["--md", str(ROOT / "data/md17/md17_ethanol_random2000.xyz")]
-    args += ["--md-every", "100"]
+    args += ["--md-every", "100", "--best-to", str(best)]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     for name, blob in weights.items():
@@ -114,12 +117,16 @@ def test_a_committee_is_recalibrated_in_place(
     load(out)  # the members still match the card
     card = json.loads((out / "card.json").read_text())
     assert card["metrics"]["nve"] == {"stable": True}  # same weights: still valid
+    assert read_card(best).metrics.items() >= measured.items()
 
-    args = ["committee", *[a for m in members[:2] for a in ("--member", str(m))]]
+    chosen = read_card(best).model_extra["selection"]["chosen"]
+    others = [m for m in members if m.name != chosen]
+    args = ["committee", *[a for m in others for a in ("--member", str(m))]]
     args += ["--out", str(out), "--report", str(tmp_path / "report")]
-    assert CliRunner().invoke(app, args).exit_code == 0
-    card = json.loads((out / "card.json").read_text())
-    assert "nve" not in card["metrics"]  # other members: the check is stale
+    assert CliRunner().invoke(app, [*args, "--best-to", str(best)]).exit_code == 0
+    # Other members, another best: both checks are stale.
+    assert "nve" not in json.loads((out / "card.json").read_text())["metrics"]
+    assert not read_card(best).metrics.keys() & measured.keys()
 
 
 def test_members_from_another_split_are_refused(
