@@ -131,7 +131,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, command: str = "") -> None:
         self.config = config
-        self.command = command
         self.commands = [command]  # every command of a resumed run, in order
         self.ctx = distributed.setup(config.device)
         self.dtype = getattr(torch, config.dtype)
@@ -240,7 +239,7 @@ class Trainer:
         ):
             setattr(self, key, state[key])
         self.stage = state.get("stage", 1)  # states saved before stage two existed
-        self.commands = [*state.get("commands", []), self.command]
+        self.commands = [*state.get("commands", []), *self.commands]
         logger.info("resumed %s at epoch %d", self.config.name, self.epoch)
         return True
 
@@ -391,7 +390,8 @@ class Trainer:
                         info=f"loss {train_loss:.4g} best {self.best:.4g}",
                     )
                     if stop or out_of_time:
-                        self.stop_reason = self.stop_reason if stop else "time budget"
+                        if not stop:
+                            self.stop_reason = "time budget"
                         logger.info(
                             "stopping at epoch %d (%s)", self.epoch, self.stop_reason
                         )
@@ -443,7 +443,7 @@ class Trainer:
             "graph": input_rule(p.model_config).describe(),
             "metrics": metrics,
             "training": {
-                "command": self.command,
+                "command": self.commands[-1],
                 "commands": self.commands,
                 "stopped_by": self.stop_reason,
                 "config": self.config.model_dump(mode="json"),
