@@ -12,8 +12,10 @@ each resample draws seed pairs with replacement, then frames with replacement,
 so it holds both the spread between training runs and the sampling of test
 frames (a frames-only interval, seeds fixed, is reported beside it). With three
 seeds the seed level has few distinct resamples; the interval is wide, as it
-should be. The members' budgets (minutes, epochs, gradient clip) are recorded:
-a comparison is at equal budget only when they match, and the report says so.
+should be. The members' budgets (caps on minutes and gradient clip) are recorded:
+a comparison is at equal budget only when they match, and the report says so. The
+minutes each member used are printed beside the verdict: under a stop rule
+(``optim.min_lr``, early stopping) equal caps may still mean unequal CPU time.
 """
 
 import json
@@ -61,7 +63,37 @@ def budget(member: Path) -> dict[str, Any]:
         "wall_minutes": round(training["wall_time_s"] / 60, 1),
         "epochs": card.metrics.get("epochs"),
         "best_epoch": card.metrics.get("best_epoch"),
+        "stopped_by": training.get("stopped_by"),
     }
+
+
+def budget_note(budgets: dict[str, dict[str, dict[str, Any]]]) -> tuple[bool, str]:
+    """Equal caps (max_minutes, grad_clip) for every member? And the minutes used,
+    per side in seed order, with the ratio of the sides' means."""
+    given = {
+        side: {(v["max_minutes"], v["grad_clip"]) for v in per_seed.values()}
+        for side, per_seed in budgets.items()
+    }
+    equal = len(given["a"] | given["b"]) == 1
+    if equal:
+        ((minutes, clip),) = given["a"]
+        note = f"equal budget caps (max_minutes {minutes}, grad_clip {clip})"
+    else:
+        a_given, b_given = (sorted(given[side], key=str) for side in ("a", "b"))
+        note = f"NOT an equal budget: (max_minutes, grad_clip) A {a_given}, B {b_given}"
+    used = {
+        side: [v["wall_minutes"] for v in per_seed.values()]
+        for side, per_seed in budgets.items()
+    }
+    ratio = np.mean(used["a"]) / np.mean(used["b"])
+    note += (
+        "; minutes used A "
+        + " / ".join(f"{m:g}" for m in used["a"])
+        + ", B "
+        + " / ".join(f"{m:g}" for m in used["b"])
+        + f" (A/B {ratio:.2f}x)"
+    )
+    return equal, note
 
 
 def frame_errors(member: Path, frames: MD17Frames) -> dict[str, np.ndarray]:
@@ -213,15 +245,7 @@ def compare(
     budgets = {
         side: {str(s): budget(members[side][s]) for s in seeds} for side in members
     }
-    given = {
-        side: {(v["max_minutes"], v["grad_clip"]) for v in budgets[side].values()}
-        for side in budgets
-    }
-    equal = len(given["a"] | given["b"]) == 1
-    note = "equal budget (minutes and gradient clip) for every member"
-    if not equal:
-        a_given, b_given = (sorted(given[side], key=str) for side in ("a", "b"))
-        note = f"NOT an equal budget: (max_minutes, grad_clip) A {a_given}, B {b_given}"
+    equal, note = budget_note(budgets)
     summary = {
         "a": {"name": a.name, "budgets": budgets["a"]},
         "b": {"name": b.name, "budgets": budgets["b"]},

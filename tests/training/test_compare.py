@@ -68,9 +68,11 @@ def test_budgets_are_recorded_and_judged(summary: dict) -> None:
         for b in summary[side]["budgets"].values()
     }
     assert summary["equal_budget"] == (len(given) == 1)
-    assert summary["equal_budget_note"].startswith(
-        "equal" if summary["equal_budget"] else "NOT"
-    )
+    note = summary["equal_budget_note"]
+    assert note.startswith("equal" if summary["equal_budget"] else "NOT")
+    for side, label in (("a", "A"), ("b", "B")):
+        used = [b["wall_minutes"] for b in summary[side]["budgets"].values()]
+        assert f"{label} " + " / ".join(f"{m:g}" for m in used) in note
 
 
 def test_the_seed_level_widens_the_interval() -> None:
