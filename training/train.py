@@ -35,8 +35,11 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
 # Fields that may change between an interrupted run and its resumption: the stop
-# rules, which leave the trajectory up to the stop unchanged.
+# rules and the folders (a moved run, another checkpoint destination), which leave
+# the trajectory up to the stop unchanged.
 RESUMABLE_CHANGES = {
+    ("run_dir",),
+    ("checkpoint_dir",),
     ("optim", "max_epochs"),
     ("optim", "max_minutes"),
     ("optim", "min_lr"),

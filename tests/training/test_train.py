@@ -156,9 +156,12 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, nbody_f
     run_training(straight, "test")
     first = tiny_config(tmp_path / "b", "nbody", nbody_file, "optim.max_epochs=4")
     run_training(first, "test")
-    # Stop rules may change on resumption; they leave the trajectory alone.
+    # Stop rules and the folders may change on resumption (here the run folder is
+    # moved and the checkpoint goes elsewhere); they leave the trajectory alone.
+    (tmp_path / "b").rename(tmp_path / "c")
     stop_rule = "optim.early_stop_patience=1000"
-    resumed = tiny_config(tmp_path / "b", "nbody", nbody_file, stop_rule)
+    resumed = tiny_config(tmp_path / "c", "nbody", nbody_file, stop_rule)
+    assert Trainer(resumed).try_resume()
     run_training(resumed, "test")
     a = load_file(straight.checkpoint_dir / straight.name / "model.safetensors")
     b = load_file(resumed.checkpoint_dir / resumed.name / "model.safetensors")
