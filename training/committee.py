@@ -48,7 +48,14 @@ from hegnn.checkpoint import (
 from hegnn.structure import StructureInput, centred
 from hegnn_serve.training.commands import evaluate_checkpoint
 from hegnn_serve.training.config import stored_config
-from hegnn_serve.training.data.md17 import MD17Frames, load_frames
+from hegnn_serve.training.data.md17 import (
+    SPLIT_NAMES,
+    MD17Frames,
+    load_frames,
+    subset,
+    unseen,
+)
+from hegnn_serve.training.prepare import md17_force_frames
 
 logger = logging.getLogger(__name__)
 
@@ -109,53 +116,19 @@ def stretch_one_bond(
     return out
 
 
-def training_frames(member: Path) -> tuple[MD17Frames, np.ndarray, np.ndarray]:
-    """The members' data, with the indices of their train+val and test frames."""
+def member_frames(member: Path) -> dict[str, MD17Frames]:
+    """The train / val / test frames a member was trained and tested on."""
     config = stored_config(read_card(member).model_extra["training"]["config"])
-    frames = load_frames(config.data.path, config.data.unit)
-    sizes = config.data.sizes or (650, 50, 100)
-    order = np.random.default_rng(config.data.seed).permutation(len(frames))
-    seen = order[: sizes[0] + sizes[1]]
-    test = order[sizes[0] + sizes[1] : sum(sizes)]
-    return frames, seen, test
+    return md17_force_frames(config.data)
 
 
 def same_split(a: Path, b: Path) -> bool:
     """Whether members ``a`` and ``b`` share a data file (by sha256) and its split."""
     files = [read_card(m).model_extra.get("data", {}).get("sha256") for m in (a, b)]
-    (_, *split_a), (_, *split_b) = training_frames(a), training_frames(b)
+    split_a, split_b = member_frames(a), member_frames(b)
     return files[0] == files[1] and all(
-        np.array_equal(x, y) for x, y in zip(split_a, split_b, strict=True)
-    )
-
-
-def fingerprint(positions: np.ndarray, numbers: np.ndarray) -> bytes:
-    """One frame's atoms (species, position to 1e-4 Å) in a canonical order, so
-    the same configuration matches whatever order a file lists its atoms in."""
-    rows = np.column_stack([numbers, np.round(positions, 4)])
-    return rows[np.lexsort(rows.T[::-1])].tobytes()
-
-
-def unseen(frames: MD17Frames, seen: MD17Frames) -> np.ndarray:
-    """Indices of ``frames`` that are no configuration of ``seen`` (to 1e-4 Å,
-    in any atom order)."""
-    known = {fingerprint(x, seen.numbers) for x in seen.positions}
-    return np.array(
-        [
-            i
-            for i, x in enumerate(frames.positions)
-            if fingerprint(x, frames.numbers) not in known
-        ],
-        dtype=int,
-    )
-
-
-def subset(frames: MD17Frames, index: np.ndarray) -> MD17Frames:
-    return MD17Frames(
-        numbers=frames.numbers,
-        positions=frames.positions[index],
-        energies=frames.energies[index],
-        forces=frames.forces[index],
+        np.array_equal(split_a[name].positions, split_b[name].positions)
+        for name in SPLIT_NAMES
     )
 
 
@@ -335,14 +308,15 @@ def committee(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if len(member) < 2:
         raise typer.BadParameter("a committee needs at least 2 --member folders")
-    frames, seen, test = training_frames(member[0])
+    split = member_frames(member[0])
+    seen = (split["train"], split["val"])
     for other in member[1:]:
         if not same_split(member[0], other):
             raise typer.BadParameter(f"{other}: trained on another split")
-    labelled = [subset(frames, test)]
+    labelled = [split["test"]]
     for path in heldout or []:
         extra = load_frames(path, heldout_unit)
-        keep = unseen(extra, subset(frames, seen))
+        keep = unseen(extra, *seen)
         logger.info(
             "%s: %d of %d frames unseen in training", path, len(keep), len(extra)
         )
@@ -350,7 +324,7 @@ def committee(
     md_frames = None
     if md is not None:
         every = load_frames(md, None if md.suffix == ".npz" else md_unit)
-        keep = unseen(every, subset(frames, seen))[::md_every]
+        keep = unseen(every, *seen)[::md_every]
         logger.info(
             "%s: %d frames unseen in training, every %d-th", md, len(keep), md_every
         )

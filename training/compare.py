@@ -29,14 +29,8 @@ import numpy as np
 import typer
 
 from hegnn import load, read_card
-from hegnn_serve.training.committee import (
-    frame_outputs,
-    same_split,
-    subset,
-    training_frames,
-    unseen,
-)
-from hegnn_serve.training.data.md17 import MD17Frames, load_frames
+from hegnn_serve.training.committee import frame_outputs, member_frames, same_split
+from hegnn_serve.training.data.md17 import MD17Frames, load_frames, subset, unseen
 from hegnn_serve.training.study import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_ci
 
 logger = logging.getLogger(__name__)
@@ -235,13 +229,13 @@ def compare(
     if not seeds:
         raise typer.BadParameter(f"{a} and {b} share no member seed to pair")
     first = {side: m[seeds[0]] for side, m in members.items()}
-    frames, seen, test = training_frames(first["a"])
+    split = member_frames(first["a"])
     if not same_split(first["a"], first["b"]):
         raise typer.BadParameter(f"{b}: trained on another split than {a}")
-    sets = {"test split": subset(frames, test)}
+    sets = {"test split": split["test"]}
     for path in heldout or []:
         extra = load_frames(path, heldout_unit)
-        sets[path.name] = subset(extra, unseen(extra, subset(frames, seen)))
+        sets[path.name] = subset(extra, unseen(extra, split["train"], split["val"]))
     budgets = {
         side: {str(s): budget(members[side][s]) for s in seeds} for side in members
     }

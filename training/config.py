@@ -81,6 +81,27 @@ class MD17ForceData(DataBase):
     task: Literal["md17-force"] = Field("md17-force", exclude=True)
     unit: str | None = Field(None, description="energy unit of an extxyz file")
     seed: int = Field(0, description="split seed")
+    test_path: Path | None = Field(
+        None,
+        description="labelled frames for the test split, instead of ``path``'s own: "
+        "those not in train or val (sizes then ends in 0)",
+    )
+    test_unit: str | None = Field(
+        None, description="energy unit of an extxyz test_path (default: unit)"
+    )
+
+    @model_validator(mode="after")
+    def _test_split_source(self) -> "MD17ForceData":
+        if self.test_path is None:
+            if self.test_unit is not None:
+                raise ValueError("test_unit: given without test_path")
+            return self
+        if self.sizes is None or self.sizes[2] != 0:
+            raise ValueError(
+                f"sizes: the test split comes from test_path, so give [train, val, 0]"
+                f" (got {self.sizes})"
+            )
+        return self
 
 
 DataSection = Annotated[

@@ -24,12 +24,18 @@ from hegnn_serve.training.config import (
     NBodyData,
     TrainConfig,
 )
-from hegnn_serve.training.data.md17 import MD17Frames, load_frames
+from hegnn_serve.training.data.md17 import (
+    MD17Frames,
+    load_frames,
+    split_frames,
+    subset,
+    unseen,
+)
 from hegnn_serve.training.data.store import file_sha256, read_metadata
 from hegnn_serve.training.data.tasks import (
     SPLITS,
     fit_reference_energies,
-    md17_force_dataset,
+    force_graphs,
     md17_trajectory_dataset,
     nbody_dataset,
 )
@@ -37,6 +43,7 @@ from hegnn_serve.training.data.tasks import (
 NBODY_STEPS_PER_FRAME = 100  # both N-body protocols save every 100th step
 NBODY_DT = 0.001
 DEFAULT_R_MAX = 5.0  # Å, force fields without model.r_max
+DEFAULT_FORCE_SIZES = (650, 50, 100)  # train / val / test of 800 rMD17 frames
 
 
 @dataclass
@@ -134,18 +141,51 @@ def _prepare_md17_traj(config: TrainConfig, data_card: dict[str, Any]) -> Prepar
     return Prepared(splits, mc, float(d.delta), {}, data_card, units)
 
 
+def md17_force_frames(
+    d: MD17ForceData, data_card: dict[str, Any] | None = None
+) -> dict[str, MD17Frames]:
+    """Train / val / test frames of a force-field data section: ``path`` shuffled
+    by ``seed`` and cut into ``sizes``; with ``test_path``, the test split is that
+    file's frames that are in neither train nor val (to 1e-4 Å, any atom order).
+    What was used is recorded in ``data_card``."""
+    card = {} if data_card is None else data_card
+    frames = _frames(d, card)
+    sizes = d.sizes or DEFAULT_FORCE_SIZES
+    split = split_frames(frames, sizes, d.seed)
+    card.update(sizes=list(sizes), split_seed=d.seed)
+    if d.test_path is not None:
+        extra = load_frames(d.test_path, d.test_unit or d.unit)
+        foreign = set(extra.numbers.tolist()) - set(frames.numbers.tolist())
+        if foreign:
+            raise ValueError(
+                f"data.test_path: {d.test_path} has species {sorted(foreign)} "
+                f"that {d.path} lacks"
+            )
+        keep = unseen(extra, split["train"], split["val"])
+        if not len(keep):
+            raise ValueError(
+                f"data.test_path: every frame of {d.test_path} is in train or val"
+            )
+        split["test"] = subset(extra, keep)
+        card["test"] = {
+            "path": str(d.test_path),
+            "sha256": file_sha256(d.test_path),
+            "frames_in_file": len(extra),
+            "frames_seen_in_training": len(extra) - len(keep),
+            "source": extra.source,
+        }
+    return split
+
+
 def _prepare_md17_force(config: TrainConfig, data_card: dict[str, Any]) -> Prepared:
     d: MD17ForceData = config.data  # type: ignore[assignment]
-    frames = _frames(d, data_card)
-    species = tuple(sorted({int(z) for z in frames.numbers}))
+    split = md17_force_frames(d, data_card)
+    species = tuple(sorted({int(z) for z in split["train"].numbers}))
     mc = model_config(
         config, r_max=config.model.r_max or DEFAULT_R_MAX, species=species
     )
-    sizes = d.sizes or (650, 50, 100)
-    splits = md17_force_dataset(
-        frames, mc, sizes, d.seed, dtype=getattr(torch, config.dtype)
-    )
-    data_card.update(sizes=list(sizes), split_seed=d.seed)
+    dtype = getattr(torch, config.dtype)
+    splits = {name: force_graphs(part, mc, dtype) for name, part in split.items()}
     statistics = potential_statistics(splits["train"], species)
     return Prepared(splits, mc, None, statistics, data_card, dict(keys.POTENTIAL_UNITS))
 

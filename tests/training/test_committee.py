@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from hegnn import Committee, HEGNNCalculator, load, read_card
 from hegnn.checkpoint import add_card_metrics
 from hegnn_cli import app
-from hegnn_serve.training.committee import stretch_one_bond, subset, unseen
-from hegnn_serve.training.data.md17 import MD17Frames, load_frames
+from hegnn_serve.training.committee import stretch_one_bond
+from hegnn_serve.training.data.md17 import MD17Frames, load_frames, subset, unseen
 from hegnn_serve.training.train import run_training
 from tests.conftest import unboxed
 

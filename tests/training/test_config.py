@@ -79,6 +79,22 @@ def test_min_lr_is_checked_against_the_schedule(overrides, problem) -> None:
         load_config(TINY["md17-force"], overrides)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        (["data.test_path=held.xyz"], "give [train, val, 0] (got (30, 10, 10))"),
+        (["data.test_unit=eV"], "test_unit: given without test_path"),
+    ],
+)
+def test_a_test_file_replaces_the_test_split(overrides, problem) -> None:
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        load_config(TINY["md17-force"], overrides)
+    config = load_config(
+        TINY["md17-force"], ["data.test_path=held.xyz", "data.sizes=[30, 10, 0]"]
+    )
+    assert config.data.test_path == Path("held.xyz")
+
+
 def test_model_section_is_the_architecture() -> None:
     config = load_config(TINY["md17-traj"], ["model.envelope_p=5"])
     assert config.model.envelope_p == 5  # dropped by the old hand-copied section

@@ -5,12 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read, write
 from typer.testing import CliRunner
 
 from hegnn import InputError, StructureInput, input_rule, keys, make_graph_data
 from hegnn.config import ModelConfig
+from hegnn_serve.training.config import MD17ForceData
 from hegnn_serve.training.data.cli import data_app
-from hegnn_serve.training.data.md17 import load_frames, write_canonical
+from hegnn_serve.training.data.md17 import load_frames, split_frames, write_canonical
 from hegnn_serve.training.data.tasks import (
     fit_reference_energies,
     gmn_frames_needed,
@@ -18,6 +21,7 @@ from hegnn_serve.training.data.tasks import (
     md17_force_dataset,
     md17_trajectory_dataset,
 )
+from hegnn_serve.training.prepare import md17_force_frames
 
 from .graphs import assert_served_graph_plus
 
@@ -182,6 +186,49 @@ def test_md17_force_dataset(ethanol) -> None:
     assert torch.equal(again["val"][1][keys.ENERGY], g[keys.ENERGY])
     with pytest.raises(ValueError, match="sizes"):
         md17_force_dataset(ethanol, config, sizes=(2000, 1, 0))
+
+
+def test_a_test_file_gives_the_test_split_minus_seen_frames(tmp_path) -> None:
+    """data.test_path: its frames in neither train nor val, found in any atom order;
+    the card records the file and what was dropped."""
+    source = DATA / "rmd17_ethanol_random100.xyz"
+    reordered = []  # the same frames, atoms listed backwards
+    for atoms in read(source, ":"):
+        backwards = atoms[::-1]
+        backwards.calc = SinglePointCalculator(
+            backwards,
+            energy=atoms.get_potential_energy(),
+            forces=atoms.get_forces()[::-1],
+        )
+        reordered.append(backwards)
+    write(tmp_path / "held.xyz", reordered)
+    d = MD17ForceData(
+        path=source,
+        unit="kcal/mol",
+        sizes=(30, 10, 0),
+        test_path=tmp_path / "held.xyz",
+    )
+    card: dict = {}
+    split = md17_force_frames(d, card)
+    own = split_frames(load_frames(source, "kcal/mol"), (30, 10, 60), 0)
+    assert [len(split[s]) for s in ("train", "val", "test")] == [30, 10, 60]
+    # the 60 kept are the file's own test split (order aside), atoms reversed
+    kept = sorted(split["test"].energies)
+    np.testing.assert_array_equal(kept, sorted(own["test"].energies))
+    assert split["test"].numbers.tolist() == own["test"].numbers[::-1].tolist()
+    assert card["test"]["frames_in_file"] == 100
+    assert card["test"]["frames_seen_in_training"] == 40
+    assert card["test"]["path"] == str(tmp_path / "held.xyz")
+
+    for a in reordered:
+        a.numbers[a.numbers == 8] = 7  # an N the training file lacks
+    write(tmp_path / "nitrogen.xyz", reordered)
+    foreign = d.model_copy(update={"test_path": tmp_path / "nitrogen.xyz"})
+    with pytest.raises(ValueError, match=r"data.test_path: .* species \[7\]"):
+        md17_force_frames(foreign)
+    every = d.model_copy(update={"sizes": (60, 40, 0), "test_path": source})
+    with pytest.raises(ValueError, match="every frame"):
+        md17_force_frames(every)
 
 
 def test_md17_datasets_build_graphs_by_make_graph_data(ethanol) -> None:

@@ -77,6 +77,26 @@ def test_force_field_training_gives_a_working_calculator(tmp_path):
     assert atoms.get_forces().shape == (9, 3)
 
 
+def test_a_test_file_is_scored_as_the_test_split(tmp_path):
+    """data.test_path: the card's test metrics are that file's unseen frames, and
+    `hegnn eval` rebuilds the same split from the card."""
+    held = ROOT / "data/md17/rmd17_ethanol_random100.xyz"  # 40 of its 100 train
+    overrides = ("data.sizes=[30, 10, 0]", f"data.test_path={held}")
+    config = tiny_config(tmp_path, "force", None, *overrides)
+    card = run_training(config, "test")
+    test = card["metrics"]["test"]
+    assert test["n_values"] == 60 * 9 * 3  # forces of the 60 unseen frames
+    assert card["data"]["test"]["frames_seen_in_training"] == 40
+    assert card["data"]["split_sizes"]["test"] == 60
+    again = evaluate_checkpoint(config.checkpoint_dir / config.name, split="test")
+    assert again["n"] == 60
+    # batches of 5 (training) and 100 (eval): float32 forces differ by a few ulps
+    # (~1e-7 relative), far below 1e-5 of the MAE
+    assert again["force_mae_mev_per_a"] == pytest.approx(
+        test["force_mae_mev_per_a"], rel=1e-5
+    )
+
+
 def test_trajectory_training_on_real_md17_frames(tmp_path):
     config = tiny_config(tmp_path, "traj")
     card = run_training(config, "test")

@@ -70,6 +70,55 @@ class MD17Frames:
         return len(self.energies)
 
 
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def subset(frames: MD17Frames, index: np.ndarray) -> MD17Frames:
+    """The frames at ``index`` (the source record is not carried)."""
+    return MD17Frames(
+        numbers=frames.numbers,
+        positions=frames.positions[index],
+        energies=frames.energies[index],
+        forces=frames.forces[index],
+    )
+
+
+def split_frames(
+    frames: MD17Frames, sizes: tuple[int, int, int], seed: int
+) -> dict[str, MD17Frames]:
+    """Train / val / test: the frames shuffled by ``default_rng(seed)``, cut into
+    ``sizes`` in that order."""
+    if sum(sizes) > len(frames):
+        raise ValueError(f"sizes: {sizes} need {sum(sizes)} frames, have {len(frames)}")
+    order = np.random.default_rng(seed).permutation(len(frames))
+    bounds = np.cumsum((0, *sizes))
+    return {
+        name: subset(frames, order[bounds[k] : bounds[k + 1]])
+        for k, name in enumerate(SPLIT_NAMES)
+    }
+
+
+def fingerprint(positions: np.ndarray, numbers: np.ndarray) -> bytes:
+    """One frame's atoms (species, position to 1e-4 Å) in a canonical order, so
+    the same configuration matches whatever order a file lists its atoms in."""
+    rows = np.column_stack([numbers, np.round(positions, 4)])
+    return rows[np.lexsort(rows.T[::-1])].tobytes()
+
+
+def unseen(frames: MD17Frames, *seen: MD17Frames) -> np.ndarray:
+    """Indices of ``frames`` that are no configuration of any ``seen`` (to 1e-4 Å,
+    in any atom order)."""
+    known = {fingerprint(x, s.numbers) for s in seen for x in s.positions}
+    return np.array(
+        [
+            i
+            for i, x in enumerate(frames.positions)
+            if fingerprint(x, frames.numbers) not in known
+        ],
+        dtype=int,
+    )
+
+
 def energy_factor(unit: str) -> float:
     """eV per ``unit``; ValueError listing the known units."""
     if unit not in ENERGY_UNITS:

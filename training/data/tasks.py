@@ -22,7 +22,7 @@ from hegnn import keys
 from hegnn.config import ModelConfig
 from hegnn.inputs import make_graph_data
 from hegnn.rules import input_rule
-from hegnn_serve.training.data.md17 import MD17Frames
+from hegnn_serve.training.data.md17 import MD17Frames, split_frames
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,24 @@ def md17_trajectory_dataset(
     return out
 
 
+def force_graphs(
+    frames: MD17Frames, config: ModelConfig, dtype: torch.dtype | None = None
+) -> list[Data]:
+    """One graph per frame, in order: ``make_graph_data(config, ...)`` (species
+    rule: positions in Å, numbers, radius graph of cutoff ``config.r_max``) plus
+    energy ``[1]`` float64 (eV) and forces ``[n, 3]`` (eV/Å)."""
+    dtype = dtype or torch.get_default_dtype()
+    graphs = []
+    for x, energy, forces in zip(
+        frames.positions, frames.energies, frames.forces, strict=True
+    ):
+        data = make_graph_data(config, x, numbers=frames.numbers, dtype=dtype)
+        data[keys.FORCES] = torch.as_tensor(forces, dtype=dtype)
+        data[keys.ENERGY] = torch.tensor([energy], dtype=torch.float64)
+        graphs.append(data)
+    return graphs
+
+
 def md17_force_dataset(
     frames: MD17Frames,
     config: ModelConfig,
@@ -188,30 +206,12 @@ def md17_force_dataset(
     seed: int = 0,
     dtype: torch.dtype | None = None,
 ) -> dict[str, list[Data]]:
-    """Energies and forces on radius graphs: split name -> graphs.
-
-    Frames are shuffled by ``default_rng(seed)`` and cut into ``sizes``. Graphs of
-    ``make_graph_data(config, ...)`` (species rule: positions in Å, numbers, radius
-    graph of cutoff ``config.r_max``) plus energy ``[1]`` float64 (eV) and forces
-    ``[n, 3]`` (eV/Å).
-    """
-    dtype = dtype or torch.get_default_dtype()
-    if sum(sizes) > len(frames):
-        raise ValueError(f"sizes: {sizes} need {sum(sizes)} frames, have {len(frames)}")
-    order = np.random.default_rng(seed).permutation(len(frames))
-    bounds = np.cumsum((0, *sizes))
-    out: dict[str, list[Data]] = {}
-    for k, name in enumerate(SPLITS):
-        graphs = []
-        for f in order[bounds[k] : bounds[k + 1]]:
-            data = make_graph_data(
-                config, frames.positions[f], numbers=frames.numbers, dtype=dtype
-            )
-            data[keys.FORCES] = torch.as_tensor(frames.forces[f], dtype=dtype)
-            data[keys.ENERGY] = torch.tensor([frames.energies[f]], dtype=torch.float64)
-            graphs.append(data)
-        out[name] = graphs
-    return out
+    """Energies and forces on radius graphs: split name -> :func:`force_graphs`
+    of the frames shuffled by ``default_rng(seed)`` and cut into ``sizes``."""
+    return {
+        name: force_graphs(part, config, dtype)
+        for name, part in split_frames(frames, sizes, seed).items()
+    }
 
 
 def fit_reference_energies(
