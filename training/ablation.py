@@ -125,6 +125,7 @@ def score(run: ArmRun) -> dict[str, Any]:
         "epochs": int(metrics["epochs"]),
         "best_epoch": int(metrics["best_epoch"]),
         "wall_min": round(card["training"]["wall_time_s"] / 60, 2),
+        "stopped_by": card["training"].get("stopped_by"),
         "curve": curve,
     }
 
@@ -165,6 +166,7 @@ def summarise(
             "epochs": [runs[s]["epochs"] for s in seeds],
             "best_epoch": [runs[s]["best_epoch"] for s in seeds],
             "wall_min": [runs[s]["wall_min"] for s in seeds],
+            "stopped_by": [runs[s]["stopped_by"] for s in seeds],
         }
         paired = [s for s in seeds if s in base] if arm != BASELINE else []
         for split in ("val", "test"):
@@ -202,13 +204,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         "difference arm − config, [Student-t 95 % interval].",
         "",
     ]
-    head = ["arm", "settings", "epochs"]
+    head = ["arm", "settings", "epochs", "minutes", "stopped by"]
     for split in ("val", "test"):
         for m in report["metrics"]:
             head += [f"{split} {labels[m]} per seed", f"{split} Δ"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, e in report["arms"].items():
-        row = [arm, " ".join(f"`{s}`" for s in e["sets"]) or "–", str(e["epochs"])]
+        row = [
+            arm,
+            " ".join(f"`{s}`" for s in e["sets"]) or "–",
+            str(e["epochs"]),
+            " / ".join(f"{m:.1f}" for m in e["wall_min"]),
+            " / ".join(sorted({str(r) for r in e["stopped_by"]})),
+        ]
         for split in ("val", "test"):
             for m in report["metrics"]:
                 values = e[f"{split}_{m}"]

@@ -105,7 +105,8 @@ def test_ablate_end_to_end(tmp_path) -> None:
     assert slow["val_force_mae_mev_per_a"] == [card_val]
     assert (tmp_path / "out" / "mini.png").stat().st_size > 0
     markdown = (tmp_path / "out" / "mini.md").read_text()
-    assert "| slow | `optim.lr=1e-4` | [2] |" in markdown
+    minutes = f"{slow['wall_min'][0]:.1f}"
+    assert f"| slow | `optim.lr=1e-4` | [2] | {minutes} | max_epochs |" in markdown
     # finished runs are skipped: a second call only rewrites the report
     stamps = [(r.checkpoint / "card.json").stat().st_mtime_ns for r in runs]
     again = CliRunner().invoke(app, [*args, "--report-only"])
