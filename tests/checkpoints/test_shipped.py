@@ -87,7 +87,11 @@ def test_stored_training_config_still_validates(path: Path) -> None:
     model = config.model.model_dump()
     assert {k: model[k] for k in stored["model"]} == stored["model"]
     data = config.data.model_dump(mode="json")
-    assert data == {k: v for k, v in stored["data"].items() if k in data}
+    kept = {k: v for k, v in stored["data"].items() if k in data}
+    assert {k: data[k] for k in kept} == kept
+    fields = type(config.data).model_fields
+    added = set(data) - set(stored["data"])  # fields added since: at their defaults
+    assert {k: data[k] for k in added} == {k: fields[k].default for k in added}
 
 
 EVALUATED = [p for p in SHIPPED if "eval_test" in _card(p).get("metrics", {})]
