@@ -100,6 +100,7 @@ def _row(path: Path) -> dict[str, Any]:
         # the training run's folder name: a seed shipped under another name
         # (`hegnn committee --best-to`) keeps the run it came from
         "run": extra.get("training", {}).get("config", {}).get("name", card.name),
+        "run_dir": extra.get("training", {}).get("config", {}).get("run_dir"),
     }
     if card.committee is not None:  # its members' epochs and summed training time
         row["run"] = None  # no run of its own (the card copies a member's config)
@@ -132,8 +133,9 @@ def last_epoch(metrics_file: Path) -> int | None:
 
 
 def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
-    """Keep each checkpoint's metrics log (gzipped) and loss curve from
-    ``runs/<run>/`` (the run that trained it) under the checkpoint's name.
+    """Keep each checkpoint's metrics log (gzipped) and loss curve from the run
+    that trained it (its card's ``run_dir/<run>/``, else ``runs/<run>/``) under the
+    checkpoint's name.
 
     A log that does not end at the card's last epoch is another run's (an earlier
     training under the same name): it is not kept, and a kept one is dropped with
@@ -142,8 +144,11 @@ def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
     for r in rows:
         if r["run"] is None:
             continue
-        log, kept = runs / r["run"] / METRICS_FILE, kept_log(curves, r["name"])
-        curve, kept_curve = runs / r["run"] / "curve.png", curves / f"{r['name']}.png"
+        folder = runs / r["run"]
+        if r.get("run_dir") and (Path(r["run_dir"]) / r["run"]).is_dir():
+            folder = Path(r["run_dir"]) / r["run"]  # the card's own run_dir
+        log, kept = folder / METRICS_FILE, kept_log(curves, r["name"])
+        curve, kept_curve = folder / "curve.png", curves / f"{r['name']}.png"
         if log.is_file() and last_epoch(log) == r["epochs"]:
             packed = gzip.compress(log.read_bytes(), compresslevel=9, mtime=0)
             kept.write_bytes(packed)

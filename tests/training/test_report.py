@@ -11,7 +11,12 @@ from hegnn_serve.training.report import report, twins
 
 
 def _checkpoint(
-    root: Path, name: str, lmax: int | None, mse: float, run: str | None = None
+    root: Path,
+    name: str,
+    lmax: int | None,
+    mse: float,
+    run: str | None = None,
+    run_dir: Path | None = None,
 ) -> None:
     torch.manual_seed(0)
     config = ModelConfig(
@@ -25,6 +30,8 @@ def _checkpoint(
     }
     if run is not None:  # trained under another name (a seed shipped by validation)
         card["training"]["config"] = {"name": run}
+        if run_dir is not None:  # trained with --set run_dir=...
+            card["training"]["config"]["run_dir"] = str(run_dir)
     save(build_model(config), root / name, card)
 
 
@@ -96,6 +103,18 @@ def test_a_seed_shipped_under_another_name_keeps_its_own_run_log(
 
     kept = gzip.decompress((out.parent / "curves" / "toy-hegnn.jsonl.gz").read_bytes())
     assert kept.decode() == (runs / "toy-hegnn-s2" / "metrics.jsonl").read_text()
+
+
+def test_a_run_is_found_in_its_cards_run_dir(tmp_path: Path) -> None:
+    checkpoints, elsewhere = tmp_path / "checkpoints", tmp_path / "runs" / "patience"
+    _checkpoint(checkpoints, "toy-hegnn", 1, 0.007, "toy-p25-s1", run_dir=elsewhere)
+    _run_log(elsewhere, "toy-p25-s1", [0.04, 0.02, 0.01, 0.007])
+    out = tmp_path / "results" / "checkpoints.md"
+
+    report(checkpoints=checkpoints, out=out, runs=tmp_path / "runs")
+
+    kept = gzip.decompress((out.parent / "curves" / "toy-hegnn.jsonl.gz").read_bytes())
+    assert kept.decode() == (elsewhere / "toy-p25-s1" / "metrics.jsonl").read_text()
 
 
 def test_a_committee_does_not_hide_the_twin_pair() -> None:
