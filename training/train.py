@@ -243,8 +243,20 @@ class Trainer:
             setattr(self, key, state[key])
         self.stage = state.get("stage", 1)  # states saved before stage two existed
         self.commands = [*state.get("commands", []), *self.commands]
+        self.drop_log_after(self.epoch)
         logger.info("resumed %s at epoch %d", self.config.name, self.epoch)
         return True
+
+    def drop_log_after(self, epoch: int) -> None:
+        """Forget logged epochs past the saved state (run after it, then lost):
+        they are trained again, so the log keeps one record per epoch."""
+        log = self.run_dir / METRICS_FILE
+        if not self.ctx.is_main or not log.is_file():
+            return
+        lines = log.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
+        if len(kept) < len(lines):
+            log.write_text("".join(kept))
 
     # --- loop --------------------------------------------------------------------
     def loss(self, batch) -> torch.Tensor:

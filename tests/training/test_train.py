@@ -181,8 +181,13 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, nbody_f
     (tmp_path / "b").rename(tmp_path / "c")
     stop_rule = "optim.early_stop_patience=1000"
     resumed = tiny_config(tmp_path / "c", "nbody", nbody_file, stop_rule)
+    # an epoch logged after the last saved state, then lost with the process
+    log = resumed.run_dir / resumed.name / "metrics.jsonl"
+    with log.open("a") as f:
+        f.write(json.dumps({"epoch": 5, "train_loss": 1.0}) + "\n")
     assert Trainer(resumed).try_resume()
     run_training(resumed, "test")
+    assert [r["epoch"] for r in read_log(resumed)] == list(range(1, 7))
     a = load_file(straight.checkpoint_dir / straight.name / "model.safetensors")
     b = load_file(resumed.checkpoint_dir / resumed.name / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
