@@ -122,10 +122,11 @@ def member_frames(member: Path) -> dict[str, MD17Frames]:
     return md17_force_frames(config.data)
 
 
-def same_split(a: Path, b: Path) -> bool:
-    """Whether members ``a`` and ``b`` share a data file (by sha256) and its split."""
+def same_split(a: Path, split_a: dict[str, MD17Frames], b: Path) -> bool:
+    """Whether members ``a`` (its frames ``split_a``, from :func:`member_frames`)
+    and ``b`` share a data file (by sha256) and its split."""
     files = [read_card(m).model_extra.get("data", {}).get("sha256") for m in (a, b)]
-    split_a, split_b = member_frames(a), member_frames(b)
+    split_b = member_frames(b)
     return files[0] == files[1] and all(
         np.array_equal(split_a[name].positions, split_b[name].positions)
         for name in SPLIT_NAMES
@@ -311,7 +312,7 @@ def committee(
     split = member_frames(member[0])
     seen = (split["train"], split["val"])
     for other in member[1:]:
-        if not same_split(member[0], other):
+        if not same_split(member[0], split, other):
             raise typer.BadParameter(f"{other}: trained on another split")
     labelled = [split["test"]]
     for path in heldout or []:

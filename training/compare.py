@@ -230,7 +230,7 @@ def compare(
         raise typer.BadParameter(f"{a} and {b} share no member seed to pair")
     first = {side: m[seeds[0]] for side, m in members.items()}
     split = member_frames(first["a"])
-    if not same_split(first["a"], first["b"]):
+    if not same_split(first["a"], split, first["b"]):
         raise typer.BadParameter(f"{b}: trained on another split than {a}")
     sets = {"test split": split["test"]}
     for path in heldout or []:

@@ -145,7 +145,7 @@ def keep_run_logs(rows: list[dict[str, Any]], runs: Path, curves: Path) -> None:
         if r["run"] is None:
             continue
         folder = runs / r["run"]
-        if r.get("run_dir") and (Path(r["run_dir"]) / r["run"]).is_dir():
+        if r["run_dir"] and (Path(r["run_dir"]) / r["run"]).is_dir():
             folder = Path(r["run_dir"]) / r["run"]  # the card's own run_dir
         log, kept = folder / METRICS_FILE, kept_log(curves, r["name"])
         curve, kept_curve = folder / "curve.png", curves / f"{r['name']}.png"
