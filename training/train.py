@@ -9,9 +9,11 @@ import copy
 import json
 import logging
 import math
+import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +26,7 @@ from torch_geometric.loader import DataLoader
 from hegnn import build_model, keys, save
 from hegnn.rules import input_rule
 from hegnn_serve.training import distributed
-from hegnn_serve.training.config import TrainConfig, stored_config
+from hegnn_serve.training.config import OptimSection, TrainConfig, stored_config
 from hegnn_serve.training.evaluate import evaluate
 from hegnn_serve.training.metrics import dynamics_loss, potential_loss, primary_metric
 from hegnn_serve.training.plots import plot_curves
@@ -45,6 +47,13 @@ RESUMABLE_CHANGES = {
     ("optim", "min_lr"),
     ("optim", "early_stop_patience"),
 }
+# A fork (``Trainer.fork``) may also take another name and any optim setting but the
+# optimiser itself (its saved moments are the source's).
+FORKABLE_CHANGES = (
+    RESUMABLE_CHANGES
+    | {("name",)}
+    | {("optim", k) for k in OptimSection.model_fields if k != "optimizer"}
+)
 
 
 class Interrupted(Exception):
@@ -172,6 +181,7 @@ class Trainer:
         self.stop_reason = ""
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stage = 1
+        self.forked_from: dict[str, Any] | None = None
 
     # --- data --------------------------------------------------------------------
     def train_loader(self) -> tuple[DataLoader, DistributedSampler]:
@@ -199,6 +209,7 @@ class Trainer:
             "best_state": self.best_state,
             "stage": self.stage,
             "commands": self.commands,
+            "forked_from": self.forked_from,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
@@ -217,14 +228,56 @@ class Trainer:
         path = self.run_dir / STATE_FILE
         if not path.is_file():
             return False
+        self.load_state(path, RESUMABLE_CHANGES)
+        self.drop_log_after(self.epoch)
+        logger.info("resumed %s at epoch %d", self.config.name, self.epoch)
+        return True
+
+    def fork(self, source: Path) -> None:
+        """Continue another run's saved state under this config's optim settings.
+
+        Weights, optimiser moments, EMA, the plateau factor reached and the best
+        model so far come from ``source`` (a run folder), as NequIP's
+        ``initialize_from_state``: a paused run finishes under another schedule (a
+        shorter plateau patience, say) without losing its own trajectory, which
+        stays in ``source``. The metrics log is copied up to the forked epoch, so
+        the curve is continuous; the card records the fork. Once this run has a
+        saved state of its own, it resumes from that instead.
+        """
+        if self.try_resume():
+            return
+        path = source / STATE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"--fork-from: {path} does not exist")
+        if source.resolve() == self.run_dir.resolve():
+            raise ValueError(f"--fork-from: {source} is this run's own folder")
+        self.load_state(path, FORKABLE_CHANGES)
+        self.forked_from = {"run": str(source), "epoch": self.epoch}
+        for group in self.optimizer.param_groups:  # loaded with the source's
+            group["weight_decay"] = self.config.optim.weight_decay
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            log = source / METRICS_FILE
+            if log.is_file():
+                shutil.copyfile(log, self.run_dir / METRICS_FILE)
+            self.drop_log_after(self.epoch)
+        self.save_state()
+        logger.info(
+            "forked %s from %s at epoch %d", self.config.name, source, self.epoch
+        )
+
+    def load_state(self, path: Path, allowed: set[tuple[str, ...]]) -> None:
+        """Load a saved run state whose config differs from this one only in
+        ``allowed`` fields (anything else names the differences and raises)."""
         state = torch.load(path, map_location=self.ctx.device, weights_only=True)
         changes = _config_changes(
             _saved_config(state["config"]), self.config.model_dump(mode="json")
         )
-        if changes - RESUMABLE_CHANGES:
+        if changes - allowed:
             raise ValueError(
-                f"{path}: the saved run used another config ({sorted(changes)}); "
-                "use a new name or delete the run directory"
+                f"{path}: the saved run used another config "
+                f"({sorted(changes - allowed)}); use a new name or delete the run "
+                "directory"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -242,10 +295,8 @@ class Trainer:
         ):
             setattr(self, key, state[key])
         self.stage = state.get("stage", 1)  # states saved before stage two existed
+        self.forked_from = state.get("forked_from")
         self.commands = [*state.get("commands", []), *self.commands]
-        self.drop_log_after(self.epoch)
-        logger.info("resumed %s at epoch %d", self.config.name, self.epoch)
-        return True
 
     def drop_log_after(self, epoch: int) -> None:
         """Forget logged epochs past the saved state (run after it, then lost):
@@ -461,6 +512,7 @@ class Trainer:
                 "command": self.commands[-1],
                 "commands": self.commands,
                 "stopped_by": self.stop_reason,
+                "forked_from": self.forked_from,
                 "config": self.config.model_dump(mode="json"),
                 "device": str(self.ctx.device)
                 if self.ctx.device.type == "cpu"
@@ -502,12 +554,18 @@ def _progress(enabled: bool):
 
 
 def run_training(
-    config: TrainConfig, command: str = "", resume: bool = True
+    config: TrainConfig,
+    command: str = "",
+    resume: bool = True,
+    fork_from: Path | None = None,
 ) -> dict[str, Any] | None:
-    """Train (resuming a saved run of the same name) and write the checkpoint."""
+    """Train (resuming a saved run of the same name, or forking ``fork_from``'s
+    saved state) and write the checkpoint."""
     trainer = Trainer(config, command)
     try:
-        if resume:
+        if fork_from is not None:
+            trainer.fork(fork_from)
+        elif resume:
             trainer.try_resume()
         trainer.fit()
         return trainer.finish()

@@ -193,6 +193,60 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, nbody_f
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_fork_continues_its_source_and_may_change_the_optim_settings(
+    tmp_path, nbody_file
+):
+    straight = tiny_config(tmp_path / "a", "nbody", nbody_file)
+    run_training(straight, "test")
+    source = tiny_config(tmp_path / "b", "nbody", nbody_file, "optim.max_epochs=4")
+    run_training(source, "parent command")
+    source_dir = source.run_dir / source.name
+    source_log = (source_dir / "metrics.jsonl").read_text()
+    # Another name and nothing else changed: the fork is the uninterrupted run.
+    same = tiny_config(tmp_path / "b", "nbody", nbody_file, "name=same")
+    card = run_training(same, "fork command", fork_from=source_dir)
+    assert card["training"]["forked_from"] == {"run": str(source_dir), "epoch": 4}
+    assert card["training"]["commands"] == ["parent command", "fork command"]
+    assert [r["epoch"] for r in read_log(same)] == list(range(1, 7))
+    assert read_log(same)[:4] == read_log(source)
+    assert (source_dir / "metrics.jsonl").read_text() == source_log  # untouched
+    a = load_file(straight.checkpoint_dir / straight.name / "model.safetensors")
+    b = load_file(same.checkpoint_dir / "same" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # Another schedule from the same state: the fork's epochs follow it.
+    other = tiny_config(
+        tmp_path / "b",
+        "nbody",
+        nbody_file,
+        "name=cosine",
+        "optim.max_epochs=12",
+        "optim.scheduler=cosine",
+        "optim.weight_decay=0.01",
+    )
+    run_training(other, "fork", fork_from=source_dir)
+    lrs = [r["lr"] for r in read_log(other)]
+    assert lrs[:4] == [1e-3] * 4
+    assert lrs[4:] == pytest.approx(
+        [learning_rate(other, e, 1.0) for e in range(4, 12)]
+    )
+    assert lrs[-1] < 0.1 * lrs[4]
+    # Rerunning the fork's command resumes the fork (its own state), not the source.
+    assert Trainer(other).try_resume()
+
+    for change, field in (
+        ("model.hidden_dim=8", "hidden_dim"),
+        ("seed=1", "seed"),
+        ("optim.optimizer=adamw", "optimizer"),
+    ):
+        bad = tiny_config(tmp_path / "b", "nbody", nbody_file, "name=bad", change)
+        with pytest.raises(ValueError, match=field):
+            Trainer(bad).fork(source_dir)
+    fresh = tiny_config(tmp_path / "b", "nbody", nbody_file, "name=fresh")
+    with pytest.raises(FileNotFoundError, match="state.pt"):
+        Trainer(fresh).fork(tmp_path / "nowhere")
+
+
 def test_a_killed_run_resumes_to_the_same_result(tmp_path, nbody_file):
     args = [
         HEGNN,
