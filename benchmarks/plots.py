@@ -22,14 +22,16 @@ SHADES = {"hegnn": plt.cm.Blues, "tp": plt.cm.Reds}
 
 
 def _style(name: str) -> dict[str, Any]:
-    """Colour by family (darker for higher L), marker by L, dashed for TP."""
+    """Colour by family (darker for higher L), marker by L, dashed for TP and for a
+    variant ("+key=value" after the name)."""
+    name, *variant = name.split("+")
     family = name.split("-")[0]
     lmax = int(name.split("-l")[1]) if "-l" in name else 0
     shades = SHADES.get(family)
     color = shades(0.45 + 0.09 * lmax) if shades else COLORS.get(family, "gray")
     return {
         "color": color,
-        "linestyle": "--" if family == "tp" else "-",
+        "linestyle": "--" if family == "tp" or variant else "-",
         "marker": MARKERS.get(lmax, "o"),
     }
 

@@ -36,7 +36,8 @@ STEPS_PER_SAMPLE = 4  # batches per timed call (different ones: data-dependent c
 @dataclass(frozen=True)
 class StepBenchConfig:
     config: Path = ROOT / "configs" / "md17-ff-aspirin.yaml"
-    models: tuple[str, ...] = ("egnn", "hegnn-l3")
+    # "+key=value" after a model name sets a model field (a variant of the model)
+    models: tuple[str, ...] = ("egnn", "hegnn-l3", "hegnn-l3+phi_v=linear")
     batch_sizes: tuple[int, ...] = (1, 2, 5, 10, 20)
     rounds: int = 20
     budget_s: float = 30.0  # per model and batch size
@@ -45,7 +46,7 @@ class StepBenchConfig:
     def quick(cls) -> "StepBenchConfig":
         return cls(
             config=ROOT / "configs" / "md17-force-tiny.yaml",
-            models=("egnn", "hegnn-l1"),
+            models=("egnn", "hegnn-l1", "hegnn-l1+phi_v=linear"),
             batch_sizes=(1, 5),
             rounds=2,
             budget_s=1.0,
@@ -55,8 +56,10 @@ class StepBenchConfig:
 def trainer(cfg: StepBenchConfig, model: str, device: torch.device) -> Trainer:
     """The config's Trainer for ``model``, data read from this checkout."""
     config = load_config(cfg.config)
-    lmax = model_lmax(model)
+    name, *variant = model.split("+")
+    lmax = model_lmax(name)
     overrides = [
+        *(f"model.{item}" for item in variant),
         f"model.lmax={'null' if lmax is None else lmax}",
         f"data.path={ROOT / config.data.path}",
         f"device={device.type}",

@@ -47,6 +47,13 @@ class Architecture(BaseModel):
         "(smooth, no detach), identity (the official code), asinh (unbounded, "
         "logarithmic growth)",
     )
+    phi_v: Literal["mlp", "linear"] = Field(
+        "mlp",
+        description="gate network of the steerable update (E6): mlp = the paper's "
+        "phi_v (Linear H->H, act, Linear H->L+1); linear = one Linear H->L+1 on m_ij "
+        "(m_ij already ends in an activation), which drops an H x H matmul per edge "
+        "and layer",
+    )
     coord_gain: float = Field(
         1.0, gt=0, description="init gain of phi_x's last layer (EGNN uses 0.001)"
     )

@@ -86,6 +86,7 @@ class HEGNN(nn.Module):
                 update_positions=update_positions,
                 use_velocity=use_velocity,
                 inner_product_map=config.inner_product_map,
+                phi_v=config.phi_v,
                 coord_gain=config.coord_gain,
                 coord_clamp=config.coord_clamp,
             )

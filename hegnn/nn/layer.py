@@ -55,6 +55,7 @@ class HEGNNLayer(nn.Module):
         update_positions: bool = True,
         use_velocity: bool = False,
         inner_product_map: str = "bounded",
+        phi_v: str = "mlp",
         coord_gain: float = 1.0,
         coord_clamp: float | None = None,
     ) -> None:
@@ -68,10 +69,14 @@ class HEGNNLayer(nn.Module):
             2 * H + edge_dim + n_z, H, H, activation, final_activation=True
         )
         self.phi_h = MLP(2 * H, H, H, activation)
-        self.phi_v: MLP | None = None
+        self.phi_v: nn.Module | None = None
         if lmax is not None:
             self.inner_products = InnerProducts(lmax, inner_product_map)
-            self.phi_v = MLP(H, H, lmax + 1, activation)
+            self.phi_v = (
+                MLP(H, H, lmax + 1, activation)
+                if phi_v == "mlp"
+                else nn.Linear(H, lmax + 1)
+            )
             self.per_degree = PerDegree(lmax)
         self.phi_x = (
             MLP(H, H, 1, activation, out_gain=coord_gain, out_bias=coord_gain == 1.0)

@@ -114,7 +114,9 @@ def test_bench_step(tmp_path: Path) -> None:
     results = run_bench("step", tmp_path)
     n = results["train_structures"]
     assert n == 30  # md17-force-tiny: 30 training frames
-    assert set(results["models"]) == {"egnn", "hegnn-l1"}
+    assert set(results["models"]) == {"egnn", "hegnn-l1", "hegnn-l1+phi_v=linear"}
+    variant = results["models"]["hegnn-l1+phi_v=linear"]["params"]
+    assert variant < results["models"]["hegnn-l1"]["params"]  # no hidden φ_v layer
     for found in results["models"].values():
         assert found["params"] > 0
         for bs, r in found["batches"].items():
@@ -125,7 +127,10 @@ def test_bench_step(tmp_path: Path) -> None:
             assert r["per_structure_ms"] == exact
             assert r["epoch_s"] == pytest.approx(r["step_ms"] * steps / 1e3, rel=1e-5)
     assert set(results["ratio_to_egnn"]) == {"1", "5"}
-    assert all(r["hegnn-l1"] > 0 for r in results["ratio_to_egnn"].values())
+    assert all(
+        r["hegnn-l1"] > 0 and r["hegnn-l1+phi_v=linear"] > 0
+        for r in results["ratio_to_egnn"].values()
+    )
 
 
 def test_bench_batched(tmp_path: Path) -> None:

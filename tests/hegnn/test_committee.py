@@ -22,10 +22,10 @@ from hegnn.testing import (
 from .conftest import tiny_model
 
 
-def members(n: int = 3, lmax: int | None = 2) -> list:
+def members(n: int = 3, lmax: int | None = 2, **overrides) -> list:
     out = []
     for seed in range(n):
-        model = tiny_model("potential", lmax)
+        model = tiny_model("potential", lmax, **overrides)
         torch.manual_seed(100 + seed)
         with torch.no_grad():
             for p in model.parameters():
@@ -45,9 +45,13 @@ def test_committee_is_equivariant(lmax, path) -> None:
     assert_equivariant(committee, random_structure(7, seed=3), atol=1e-9)
 
 
-@pytest.mark.parametrize("lmax", [None, 1, 3])
-def test_stacked_members_equal_the_members_one_by_one(lmax, monkeypatch) -> None:
-    models = members(3, lmax)
+@pytest.mark.parametrize(
+    "lmax, overrides", [(None, {}), (1, {}), (3, {}), (3, {"phi_v": "linear"})]
+)
+def test_stacked_members_equal_the_members_one_by_one(
+    lmax, overrides, monkeypatch
+) -> None:
+    models = members(3, lmax, **overrides)
     graphs = [
         make_graph_data(
             models[0].config, s.positions, numbers=s.numbers, dtype=torch.float64

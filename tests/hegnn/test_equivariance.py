@@ -37,6 +37,13 @@ def test_inner_product_maps_stay_equivariant(mapping) -> None:
     assert_equivariant(model, random_structure(n_atoms=8, seed=6), atol=1e-9)
 
 
+@pytest.mark.parametrize("task", ["potential", "dynamics"])
+def test_linear_phi_v_stays_equivariant(task) -> None:
+    model = tiny_model(task, 3, phi_v="linear")
+    assert type(model.backbone.layers[0].phi_v).__name__ == "Linear"
+    assert_equivariant(model, random_structure(n_atoms=12, seed=7), atol=1e-9)
+
+
 def test_inner_product_maps() -> None:
     import torch
 
