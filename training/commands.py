@@ -16,7 +16,11 @@ from hegnn.checkpoint import add_card_metrics
 from hegnn_serve.training.config import apply_overrides, load_config, stored_config
 from hegnn_serve.training.evaluate import evaluate
 from hegnn_serve.training.prepare import prepare
-from hegnn_serve.training.train import STATE_FILE, Interrupted, run_training
+from hegnn_serve.training.train import (
+    ForkSourceMissing,
+    Interrupted,
+    run_training,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +61,11 @@ def train(
         cfg = load_config(config, overrides)
     except (ValueError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from err
-    if fork_from is not None and not (fork_from / STATE_FILE).is_file():
-        raise typer.BadParameter(f"no saved run state {fork_from / STATE_FILE}")
     command = shlex.join(["hegnn", *sys.argv[1:]])
     try:
         card = run_training(cfg, command, resume=resume, fork_from=fork_from)
+    except ForkSourceMissing as err:  # checked after the fork's own saved state
+        raise typer.BadParameter(str(err)) from err
     except (KeyboardInterrupt, Interrupted) as err:  # logged with how to resume
         raise typer.Exit(130 if isinstance(err, KeyboardInterrupt) else 143) from None
     if card:

@@ -60,6 +60,10 @@ class Interrupted(Exception):
     """SIGTERM arrived; the run saves its state and stops."""
 
 
+class ForkSourceMissing(FileNotFoundError):
+    """A fork's source folder has no saved run state (and the fork has none yet)."""
+
+
 def _raise_interrupted(signum, frame) -> None:
     raise Interrupted(f"signal {signum}")
 
@@ -248,7 +252,7 @@ class Trainer:
             return
         path = source / STATE_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"--fork-from: {path} does not exist")
+            raise ForkSourceMissing(f"--fork-from: no saved run state {path}")
         if source.resolve() == self.run_dir.resolve():
             raise ValueError(f"--fork-from: {source} is this run's own folder")
         self.load_state(path, FORKABLE_CHANGES)

@@ -231,8 +231,12 @@ def test_a_fork_continues_its_source_and_may_change_the_optim_settings(
         [learning_rate(other, e, 1.0) for e in range(4, 12)]
     )
     assert lrs[-1] < 0.1 * lrs[4]
-    # Rerunning the fork's command resumes the fork (its own state), not the source.
+    # Rerunning the fork's command resumes the fork (its own state), not the source,
+    # even once the source is gone.
     assert Trainer(other).try_resume()
+    resumed = Trainer(other)
+    resumed.fork(tmp_path / "nowhere")
+    assert resumed.epoch == 12 and resumed.forked_from["epoch"] == 4
 
     for change, field in (
         ("model.hidden_dim=8", "hidden_dim"),
